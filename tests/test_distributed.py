@@ -1,0 +1,143 @@
+"""Several ``python -m vboost.sweep`` workers on one study storage (SQLite and PostgreSQL), and a crashed worker."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = "prompts.prompts=[a cat walks on the beach,a red car at night]"
+
+
+def start_worker(cwd: Path, storage: str, study: str, seed: int, *overrides: str) -> subprocess.Popen:
+    """One worker process; each gets its own sampler seed, as the README tells users to do."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        sys.executable, "-m", "vboost.sweep", f"output_dir={cwd / 'outputs'}", "backbone=tiny_cogvideox",
+        "method=enhance_a_video", "backbone.steps=2", PROMPTS, "logger=none", "save_videos=false",
+        f"study.name={study}", f"study.storage={storage}", f"study.sampler.seed={seed}",
+        "study.heartbeat_interval=1", "study.grace_period=3", *overrides,
+    ]
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(worker: subprocess.Popen) -> str:
+    output, _ = worker.communicate(timeout=600)
+    assert worker.returncode == 0, output
+    return output
+
+
+def counted(trials: list) -> list:
+    """The trials that make up the study's ``n_trials`` (an independent reading of the rule in the README)."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return [
+        t for t in trials
+        if not t.user_attrs.get("surplus") and not (t.state == TrialState.FAIL and t.number in retried)
+    ]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    yield request.getfixturevalue("postgres")
+
+
+@pytest.mark.slow
+def test_three_workers_finish_exactly_n_trials(tmp_path, storage):
+    study_name = f"workers-{uuid.uuid4().hex[:8]}"
+    n_trials = 7
+    workers = [start_worker(tmp_path, storage, study_name, seed, f"study.n_trials={n_trials}") for seed in range(3)]
+    try:
+        for worker in workers:
+            finish(worker)
+        trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
+        kept = counted(trials)
+        assert len(kept) == n_trials
+        assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in kept)
+        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        roles = [t.user_attrs["role"] for t in kept]
+        assert roles.count("baseline") == 1 and roles.count("paper") == 1
+        # A surplus trial (a race at the end, or a reference enqueued twice) is pruned before it generates anything.
+        for t in trials:
+            if t.user_attrs.get("surplus"):
+                assert t.state == TrialState.PRUNED and not {"scores", "video_scores"} & t.user_attrs.keys()
+    finally:
+        if storage.startswith("postgresql") and study_name in optuna.get_all_study_names(storage):
+            optuna.delete_study(study_name=study_name, storage=storage)
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    study_name = "crash"
+    n_trials = 5
+    # Slower trials (more steps) leave time to kill the worker in the middle of one.
+    slow = ("backbone.steps=12", f"study.n_trials={n_trials}")
+    first = start_worker(tmp_path, storage, study_name, 0, *slow)
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+        try:
+            trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
+        except KeyError:  # the study does not exist yet
+            continue
+        # The victim must be generating: a trial caught before its knobs are suggested has no params to retry with.
+        if any(t.state == TrialState.COMPLETE for t in trials):
+            victim = next((t for t in trials if t.state == TrialState.RUNNING and t.params), None)
+    assert victim is not None, "the worker finished or stalled before a trial could be interrupted"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    finished_before = {
+        t.number: t.values
+        for t in optuna.load_study(study_name=study_name, storage=storage).get_trials()
+        if t.state == TrialState.COMPLETE
+    }
+
+    finish(start_worker(tmp_path, storage, study_name, 1, *slow))
+
+    trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
+    by_number = {t.number: t for t in trials}
+    assert by_number[victim.number].state == TrialState.FAIL
+    assert by_number[victim.number].params == victim.params
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry.params == victim.params and retry.user_attrs["role"] == victim.user_attrs["role"]
+    for number, values in finished_before.items():
+        assert by_number[number].state == TrialState.COMPLETE and by_number[number].values == values
+    assert len(counted(trials)) == n_trials
+
+
+def test_slurm_recipe_composes_with_the_submitit_launcher(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "vboost.sweep", "-cd", str(REPO / "sweeps"), "-cn", "slurm_workers", "--cfg", "hydra"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in result.stdout
+    assert "_target_: hydra_plugins.vboost_sweeper.VboostSweeper" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_multirun_over_sampler_seeds_is_workers_of_one_study(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        sys.executable, "-m", "vboost.sweep", "-m", f"output_dir={tmp_path / 'outputs'}", "backbone=tiny_cogvideox",
+        "method=enhance_a_video", "backbone.steps=2", PROMPTS, "logger=none", "save_videos=false",
+        "study.heartbeat_interval=null", "study.n_trials=4", "study.sampler.seed=0,1,2",
+    ]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    [db] = (tmp_path / "outputs").glob("*/study.db")
+    [name] = optuna.get_all_study_names(f"sqlite:///{db}")
+    assert len(counted(optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials())) == 4

@@ -1,0 +1,233 @@
+"""End-to-end: the real ``python -m vboost.sweep`` on tiny backbones, in temporary directories."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from vboost.methods.preset import Preset
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = "prompts.prompts=[a cat walks on the beach]"
+# The smallest run that still exercises everything: one prompt, one seed, two denoising steps.
+TINY = ["backbone.steps=2", PROMPT, "study.heartbeat_interval=null"]
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+STUDY = "tiny_cogvideox-enhance_a_video-motion_vs_consistency"
+LATENT_FRAMES = (9 - 1) // 4 + 1  # tiny_cogvideox: 9 frames, a 4x temporal VAE
+
+
+def sweep(cwd: Path, *overrides: str, multirun: bool = False, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "vboost.sweep", *(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}", *TINY, *overrides]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def load(cwd: Path, name: str = STUDY) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd / 'outputs' / name / 'study.db'}")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """One three-trial study (baseline, paper, one searched trial) that several tests read."""
+    cwd = tmp_path_factory.mktemp("base")
+    result = sweep(cwd, "study.n_trials=3")
+    assert result.returncode == 0, result.stderr
+    return cwd, result
+
+
+def test_study_runs_references_first_then_searches(base):
+    cwd, result = base
+    trials = load(cwd).get_trials()
+    assert [t.user_attrs["role"] for t in trials] == ["baseline", "paper", "search"]
+    baseline, paper, searched = trials
+    assert baseline.state == TrialState.COMPLETE and baseline.params == {} and "knobs" not in baseline.user_attrs
+    assert paper.state == TrialState.COMPLETE
+    # The paper trial runs Enhance-A-Video's published CogVideoX weight, searched as weight / F.
+    assert paper.user_attrs["knobs"]["weight"] == 3.4
+    assert paper.params == {"weight_per_frame": pytest.approx(3.4 / LATENT_FRAMES)}
+    assert searched.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    sample = searched.params["weight_per_frame"]
+    assert 0.02 <= sample <= 1.5 and searched.user_attrs["knobs"]["weight"] == pytest.approx(sample * LATENT_FRAMES)
+    # Two objectives, as configured, never NaN.
+    assert len(baseline.values) == 2 and all(v == v for t in (baseline, paper) for v in t.values)
+    assert str(cwd / "outputs" / STUDY) in result.stdout
+
+
+def test_results_directory_holds_videos_table_and_presets(base):
+    cwd, _ = base
+    out = cwd / "outputs" / STUDY
+    frames = iio.imread(out / "videos" / "trial_0000" / "p0_s0.mp4")
+    assert frames.shape == (9, 32, 32, 3)  # tiny_cogvideox makes 9-frame 32x32 clips
+    table = pd.read_csv(out / "trials.csv")
+    trials = load(cwd).get_trials()
+    assert list(table["number"]) == [t.number for t in trials]
+    paper = trials[1]
+    base_value = trials[0].values[0]
+    expected = (paper.values[0] - base_value) / abs(base_value)
+    assert table.loc[1, "dynamic_degree_magnitude_vs_baseline"] == pytest.approx(expected)
+    pareto = {t.number for t in load(cwd).best_trials} - {0}
+    presets = sorted((out / "export").glob("trial_*/preset.yaml"))
+    assert {Preset.load(p).trial for p in presets} == pareto
+    for path in presets:
+        preset = Preset.load(path)
+        assert preset.params == {**preset.params, **trials[preset.trial].user_attrs["knobs"]}
+        assert preset.build().params() == preset.params
+
+
+def test_preset_round_trip_is_evaluated_as_an_enqueued_trial(base, tmp_path):
+    cwd, _ = base
+    export = cwd / "outputs" / STUDY / "export"
+    presets = sorted(export.glob("trial_*/preset.yaml"))
+    assert presets, "the base study has a best setting besides the baseline"
+    chosen = [Preset.load(p) for p in presets]
+    # The whole export directory goes back in: each of its presets becomes an enqueued trial.
+    n_trials = 1 + len(presets)
+    result = sweep(tmp_path, f"presets=[{export}]", f"study.n_trials={n_trials}", "~method.paper_defaults.cogvideox")
+    assert result.returncode == 0, result.stderr
+    trials = load(tmp_path).get_trials()
+    assert [t.user_attrs["role"] for t in trials] == ["baseline"] + ["preset"] * len(presets)
+    originals = load(cwd).get_trials()
+    for trial, preset in zip(trials[1:], chosen):
+        assert trial.user_attrs["knobs"] == preset.params
+        # Same setting, same clips: the scores of the original trial are reproduced.
+        assert trial.values == pytest.approx(originals[preset.trial].values)
+
+
+def test_resume_adds_trials_and_redoes_none(base):
+    cwd, _ = base
+    before = load(cwd).get_trials()
+    result = sweep(cwd, "study.n_trials=4")
+    assert result.returncode == 0, result.stderr
+    after = load(cwd).get_trials()
+    assert len(after) == 4
+    assert [(t.number, t.datetime_start, t.values) for t in after[:3]] == [(t.number, t.datetime_start, t.values) for t in before]
+    assert [t.user_attrs["role"] for t in after].count("baseline") == 1
+    # A full study resumes to nothing: no new trial.
+    assert sweep(cwd, "study.n_trials=4").returncode == 0
+    assert len(load(cwd).get_trials()) == 4
+
+
+def test_multirun_makes_one_study_per_compatible_pair(tmp_path):
+    result = sweep(
+        tmp_path, "backbone=tiny_cogvideox,tiny_wan", "method=enhance_a_video,bytheway", "study.n_trials=1", multirun=True
+    )
+    assert result.returncode == 0, result.stderr
+    studies = sorted(p.parent.name for p in (tmp_path / "outputs").glob("*/study.db"))
+    assert studies == ["tiny_cogvideox-enhance_a_video-motion_vs_consistency", "tiny_wan-enhance_a_video-motion_vs_consistency"]
+    # ByTheWay needs a U-Net with temporal attention: both DiT pairs are reported and skipped.
+    assert "skipped tiny_cogvideox-bytheway" in result.stdout and "skipped tiny_wan-bytheway" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["study.n_trails=3"], "n_trails"),
+        (["method.search_space.alpha=\"interval(1.0, 0.2)\""], "interval(1.0, 0.2)"),
+        (["backbone=tiny_animatediff", "method=bytheway", "method.search_space.tau=\"range(0, 12)\""], "tau=11"),
+        (["method=bytheway"], "CogVideoXTransformer3DModel"),
+        (["backbone.weights=/no/such/weights"], "/no/such/weights"),
+        (["backbone=cogvideox_2b"], "backbone.weights is not set"),
+        (["objective.targets=[{dimension: dynamic_dgree}]"], "dynamic_dgree"),
+    ],
+)
+def test_bad_input_fails_before_anything_loads(tmp_path, overrides, message):
+    result = sweep(tmp_path, *overrides)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not list(tmp_path.rglob("study.db")), "no study was created"
+
+
+def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    # A user method registered through `imports`, failing whenever its knob says so.
+    (tmp_path / "flaky_method.py").write_text(textwrap.dedent("""
+        import dataclasses
+        from vboost.methods import METHODS, EnhanceAVideo
+
+        @dataclasses.dataclass
+        class FlakyEnhanceAVideo(EnhanceAVideo):
+            name = "flaky_enhance_a_video"
+            fail: bool = False
+
+            def _attach(self, target, denoiser, handle):
+                if self.fail:
+                    raise RuntimeError("injected failure")
+                super()._attach(target, denoiser, handle)
+
+        METHODS[FlakyEnhanceAVideo.name] = FlakyEnhanceAVideo
+    """))
+    result = sweep(tmp_path, "imports=[flaky_method]", "method.name=flaky_enhance_a_video", "+method.paper_defaults.cogvideox.fail=true", "study.n_trials=3")
+    assert result.returncode == 0, result.stderr
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert "injected failure" in trials[1].user_attrs["fail_reason"]
+    assert trials[1].values is None
+    assert trials[2].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "vboost.sweep", f"output_dir={tmp_path / 'outputs'}", *TINY, "study.n_trials=3"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("trial   0"):  # the baseline is done: interrupt the paper trial once it runs
+            while not load(tmp_path).get_trials(states=(TrialState.RUNNING,)):
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    interrupted = load(tmp_path).get_trials(states=COUNTED)
+    assert not load(tmp_path).get_trials(states=(TrialState.RUNNING,)), "no trial is left running"
+    failed = [t for t in interrupted if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "KeyboardInterrupt" in failed[0].user_attrs["fail_reason"]
+    result = sweep(tmp_path, f"study.n_trials={len(interrupted) + 1}")
+    assert result.returncode == 0, result.stderr
+    resumed = load(tmp_path).get_trials(states=COUNTED)
+    # One more trial; nothing that was there is redone or changed.
+    assert len(resumed) == len(interrupted) + 1 and resumed[-1].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert [(t.number, t.state, t.datetime_start) for t in resumed[:-1]] == [(t.number, t.state, t.datetime_start) for t in interrupted]
+
+
+@pytest.mark.slow
+def test_single_objective_with_a_constraint_against_the_baseline(tmp_path):
+    result = sweep(tmp_path, "objective=motion_within_consistency", "study.n_trials=3")
+    assert result.returncode == 0, result.stderr
+    study = load(tmp_path, "tiny_cogvideox-enhance_a_video-motion_within_consistency")
+    assert len(study.directions) == 1
+    trials = study.get_trials()
+    base = trials[0].user_attrs["scores"]["proxy/subject_consistency"]
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            value = t.user_attrs["scores"]["proxy/subject_consistency"]
+            assert t.user_attrs["constraints"] == pytest.approx([0.99 * base - value])
+    table = pd.read_csv(tmp_path / "outputs" / study.study_name / "trials.csv")
+    assert bool(table.loc[0, "feasible"])
+
+
+def test_real_checkpoint_config_loads_weights_from_a_local_directory(tmp_path):
+    """The path a user with real weights takes: a real backbone config, ``backbone.weights`` a saved pipeline."""
+    from vboost.backbones import CogVideoXBackbone
+
+    weights = tmp_path / "CogVideoX-2b"
+    CogVideoXBackbone.tiny().save_pretrained(weights)
+    result = sweep(
+        tmp_path, "backbone=cogvideox_2b", f"backbone.weights={weights}", "backbone.dtype=float32",
+        "backbone.num_frames=9", "backbone.height=32", "backbone.width=32", "study.n_trials=2",
+    )
+    assert result.returncode == 0, result.stderr
+    study = load(tmp_path, "cogvideox_2b-enhance_a_video-motion_vs_consistency")
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+    assert study.user_attrs["checkpoint"] == str(weights)
+    # The saved random model reloads to the same weights, so its baseline clip equals the tiny model's own.
+    frames = iio.imread(tmp_path / "outputs" / "cogvideox_2b-enhance_a_video-motion_vs_consistency" / "videos" / "trial_0000" / "p0_s0.mp4")
+    assert frames.shape == (9, 32, 32, 3)

@@ -1,0 +1,195 @@
+"""What a real ``python -m vboost.sweep`` leaves for people to see and reuse: per-video scores and the run context in
+the study, the trials table (CSV and Parquet), W&B offline runs, Optuna artifacts, the export and the report; and a
+storage URL's password in none of it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from test_wandb_logger import config_of, exit_code_of, inspect_runs, summary_of
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = "a cat walks on the beach"
+SEEDS = [0, 1]
+TINY = ["backbone.steps=2", f"prompts.prompts=[{PROMPT}]", "study.heartbeat_interval=null"]
+STUDY = "tiny_cogvideox-enhance_a_video-motion_vs_consistency"
+TARGETS = ["proxy/dynamic_degree_magnitude", "proxy/subject_consistency"]
+TINY_COGVIDEOX = yaml.safe_load((REPO / "conf" / "backbone" / "tiny_cogvideox.yaml").read_text())
+
+
+def sweep(cwd: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+    """The real CLI in ``cwd``, with W&B's own directories there too and no API key."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop("WANDB_API_KEY", None)
+    env.update({var: str(cwd / var.lower()) for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR")})
+    cmd = [sys.executable, "-m", "vboost.sweep", *(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}", *TINY, *overrides]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def load(cwd: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd / 'outputs' / STUDY / 'study.db'}")
+
+
+@pytest.fixture(scope="module")
+def wandb_sweep(tmp_path_factory):
+    """Three trials (baseline, paper, one searched), two seeds, logged to W&B offline."""
+    cwd = tmp_path_factory.mktemp("wandb_sweep")
+    result = sweep(cwd, "logger=wandb", "study.n_trials=3", f"prompts.seeds={SEEDS}")
+    assert result.returncode == 0, result.stderr
+    return cwd, result
+
+
+def test_per_video_scores_and_the_run_context_are_in_the_study(wandb_sweep):
+    cwd, _ = wandb_sweep
+    study = load(cwd)
+    context = {key: study.user_attrs[key] for key in ("method", "backbone", "checkpoint", "num_frames", "steps", "fps", "prompts", "seeds")}
+    assert context == {
+        "method": "enhance_a_video", "backbone": TINY_COGVIDEOX["family"], "checkpoint": TINY_COGVIDEOX["weights"],
+        "num_frames": TINY_COGVIDEOX["num_frames"], "steps": 2, "fps": TINY_COGVIDEOX["fps"], "prompts": [PROMPT], "seeds": SEEDS,
+    }
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        per_video = trial.user_attrs["video_scores"]
+        files = {p.stem for p in (cwd / "outputs" / STUDY / "videos" / f"trial_{trial.number:04d}").glob("*.mp4")}
+        assert set(per_video) == files == {f"p0_s{seed}" for seed in SEEDS}
+        # Equal-length clips: both objectives aggregate as the plain mean over clips.
+        for value, record in zip(trial.values, TARGETS):
+            assert value == pytest.approx(np.mean([scores[record] for scores in per_video.values()]))
+
+
+def test_report_summary_uses_the_per_video_differences(wandb_sweep):
+    cwd, _ = wandb_sweep
+    study = load(cwd)
+    summary = (cwd / "outputs" / STUDY / "report" / "summary.md").read_text()
+    best = int(summary.split("Best setting: trial ")[1].split(" ")[0])
+    trials = study.get_trials()
+    ours, base = trials[best].user_attrs["video_scores"], trials[0].user_attrs["video_scores"]
+    section = summary.split(f"## Best (trial {best}) vs baseline (trial 0)")[1].split("##")[0]
+    for record in TARGETS:
+        diff = pd.Series([ours[key][record] - base[key][record] for key in sorted(base)])
+        line = next(line for line in section.splitlines() if line.startswith(f"| {record} |"))
+        assert f"{diff.mean():+.4g} ± {diff.std():.3g} | {len(SEEDS)} |" in line
+
+
+def test_trials_table_as_csv_and_parquet(wandb_sweep):
+    cwd, _ = wandb_sweep
+    out = cwd / "outputs" / STUDY
+    csv, parquet = pd.read_csv(out / "trials.csv"), pd.read_parquet(out / "trials.parquet")
+    assert list(parquet.columns) == list(csv.columns)
+    assert list(parquet["number"]) == [t.number for t in load(cwd).get_trials()]
+    # Same content: the Parquet table written out as CSV reads back as the CSV table.
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(parquet.to_csv(index=False))), csv)
+
+
+def test_wandb_offline_runs_hold_each_trials_config_metrics_and_videos(wandb_sweep):
+    cwd, _ = wandb_sweep
+    out = cwd / "outputs" / STUDY
+    runs = inspect_runs(out / "wandb")
+    trials = load(cwd).get_trials()
+    assert set(runs) == {f"{STUDY}-trial-{t.number}" for t in trials} | {f"{STUDY}-study"}
+    for trial in trials:
+        records = runs[f"{STUDY}-trial-{trial.number}"]
+        config = config_of(records)
+        assert (config["backbone"], config["method"], config["role"]) == ("cogvideox", "enhance_a_video", trial.user_attrs["role"])
+        assert config["storage"] == f"sqlite:///{out / 'study.db'}"
+        summary = summary_of(records)
+        assert [summary[record] for record in TARGETS] == pytest.approx(trial.values)
+        for seed in SEEDS:
+            media = records[0]["run_dir"] / "files" / summary[f"video/p0_s{seed}.path"]
+            assert media.read_bytes() == (out / "videos" / f"trial_{trial.number:04d}" / f"p0_s{seed}.mp4").read_bytes()
+        assert exit_code_of(records) == 0
+    study_run = runs[f"{STUDY}-study"]
+    assert summary_of(study_run)["n_trials"] == len(trials)
+    (artifact,) = [r["artifact"] for r in study_run if r["type"] == "artifact" and r["artifact"]["type"] == "preset"]
+    exported = sorted(str(p.relative_to(out / "export")) for p in (out / "export").glob("trial_*/preset.*"))
+    assert exported and sorted(entry["path"] for entry in artifact["manifest"]["contents"]) == exported
+
+
+def test_export_and_report_are_made_at_the_end_of_the_sweep(wandb_sweep):
+    cwd, result = wandb_sweep
+    out = cwd / "outputs" / STUDY
+    exported = sorted((out / "export").glob("trial_*"))
+    assert {int(d.name.split("_")[1]) for d in exported} == {t.number for t in load(cwd).best_trials} - {0}
+    assert exported and (out / "export" / "README.md").is_file()
+    for directory in exported:
+        for name in ("preset.yaml", "preset.json", "diffusers_vboost.py", "comfyui.json", "README.md"):
+            assert (directory / name).is_file(), directory / name
+    for name in ("pareto.png", "report.html", "summary.md"):
+        assert (out / "report" / name).is_file(), name
+    assert f"report: {out / 'report' / 'summary.md'}" in result.stdout
+    (mp4,) = (out / "report" / "side_by_side").glob("*.mp4")
+    frames = iio.imread(mp4)
+    num_frames, height, width = TINY_COGVIDEOX["num_frames"], TINY_COGVIDEOX["height"], TINY_COGVIDEOX["width"]
+    assert frames.shape[0] == num_frames and frames.shape[2] == 3 * width  # baseline | paper default | best
+    assert (out / "report" / "side_by_side" / f"{mp4.stem}.gif").is_file()
+    # The first panel, under its label band, is the baseline's first-seed clip (both lossy: compare loosely).
+    baseline = iio.imread(out / "videos" / "trial_0000" / "p0_s0.mp4").astype(float)
+    panel = frames[:, frames.shape[1] - height:, :width].astype(float)
+    assert np.abs(panel - baseline).mean() < 6.0
+
+
+def test_videos_as_optuna_artifacts(tmp_path):
+    result = sweep(tmp_path, "optuna_artifacts=true", "logger=none", "study.n_trials=2", "prompts.seeds=[0]")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "outputs" / STUDY
+    store = optuna.artifacts.FileSystemArtifactStore(out / "artifacts")
+    study = load(tmp_path)
+    for trial in study.get_trials():
+        (meta,) = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+        assert (meta.filename, meta.mimetype) == ("p0_s0.mp4", "video/mp4")
+        with store.open_reader(meta.artifact_id) as stored:
+            assert stored.read() == (out / "videos" / f"trial_{trial.number:04d}" / "p0_s0.mp4").read_bytes()
+
+
+def test_a_csv_sweep_never_imports_wandb():
+    code = (
+        "import sys; from pathlib import Path; from omegaconf import OmegaConf; "
+        "from vboost.sweep.loggers import build_logger; import tempfile; "
+        "build_logger(OmegaConf.create({'name': 'csv'}), Path(tempfile.mkdtemp()), 's', {}).finalize('finished'); "
+        "print('wandb' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.slow
+def test_a_storage_password_is_in_no_output_file_and_no_printed_line(tmp_path, postgres):
+    secret = "s3cret"
+    storage = postgres.replace("postgres@", f"postgres:{secret}@")  # trust auth ignores the password
+    name = f"vboost-secret-{uuid.uuid4().hex[:12]}"
+    common = [f"study.storage={storage}", f"study.name={name}"]
+    try:
+        runs = [
+            # Trials, W&B runs, export and report; then a multirun job resuming the same (full) study; then a
+            # config that does not match the stored study (its error names the storage).
+            sweep(tmp_path, *common, "logger=wandb", "study.n_trials=2", "prompts.seeds=[0]"),
+            sweep(tmp_path, *common, "study.n_trials=1", "prompts.seeds=[0]", "backbone=tiny_cogvideox", multirun=True),
+            sweep(tmp_path, *common, "objective=motion_within_consistency"),
+        ]
+        assert [r.returncode for r in runs[:2]] == [0, 0], runs[0].stderr + runs[1].stderr
+        assert runs[2].returncode != 0 and "postgres:***@127.0.0.1" in runs[2].stderr
+        assert len(optuna.load_study(study_name=name, storage=storage).get_trials()) == 2
+    finally:
+        with contextlib.suppress(KeyError):  # KeyError: the first run failed before creating it
+            optuna.delete_study(study_name=name, storage=storage)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    saved = [p for p in files if p.name == "config.yaml" and p.parent.name == ".hydra"]
+    assert saved and all("postgres:***@127.0.0.1" in p.read_text() for p in saved)  # kept, with the password masked
+    assert any(p.name == "multirun.yaml" for p in files) and any(p.suffix == ".wandb" for p in files)
+    assert any(p.parent.name == "report" for p in files) and any(p.parent.parent.name == "export" for p in files)
+    leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+    printed = [line for r in runs for line in (r.stdout + r.stderr).splitlines() if secret in line]
+    assert leaked == [] and printed == []

@@ -1,0 +1,40 @@
+"""Enhance-A-Video's cross-frame intensity score (METHODS.md 1.1)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def cross_frame_intensity(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """Mean off-diagonal weight of the frame-to-frame attention maps, pooled over rows and heads.
+
+    ``query, key``: ``[M, N, F, d]``. Returns a 0-dim float32 tensor (``1/F`` for uniform attention).
+    Raises ``ValueError`` naming the shapes when they are not 4-D and equal, or when ``F < 2``.
+    """
+    if query.ndim != 4 or key.ndim != 4:
+        raise ValueError(f"query and key must be [M, N, F, d]; got shapes {tuple(query.shape)} and {tuple(key.shape)}")
+    if query.shape != key.shape:
+        raise ValueError(f"query and key shapes differ: {tuple(query.shape)} vs {tuple(key.shape)}")
+    num_frames, head_dim = query.shape[-2], query.shape[-1]
+    if num_frames < 2:
+        raise ValueError(f"the score needs at least 2 frames; got F={num_frames} (shape {tuple(query.shape)})")
+    # Logits in the input dtype, as the official code does; only the softmax is upcast.
+    logits = (query * head_dim**-0.5) @ key.transpose(-1, -2)
+    attn = logits.float().softmax(dim=-1)
+    diagonal = attn.diagonal(dim1=-2, dim2=-1).sum(-1)
+    offdiag_mean = (attn.sum(dim=(-2, -1)) - diagonal) / (num_frames * num_frames - num_frames)
+    return offdiag_mean.mean()
+
+
+def feta_score(query: torch.Tensor, key: torch.Tensor, weight: float) -> torch.Tensor:
+    """The Enhance-A-Video gain ``clamp(CFI * (F + weight), min=1)`` for one attention call.
+
+    ``query, key``: ``[M, N, F, d]`` (``M`` = videos x spatial positions), in the model dtype. Returns a 0-dim
+    float32 tensor. Raises ``ValueError`` naming the shapes when they are not 4-D and equal, or when ``F < 2``.
+    """
+    return score_from_intensity(cross_frame_intensity(query, key), query.shape[-2], weight)
+
+
+def score_from_intensity(cfi: torch.Tensor, num_frames: int, weight: float) -> torch.Tensor:
+    """``clamp(cfi * (num_frames + weight), min=1)``: the official code's temperature is ``F + weight``."""
+    return (cfi * (num_frames + weight)).clamp(min=1.0)

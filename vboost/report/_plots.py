@@ -1,0 +1,138 @@
+"""The Pareto-front picture (matplotlib PNG) and the interactive page (Optuna's plotly figures)."""
+
+from __future__ import annotations
+
+import html
+import os
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are made on headless workers
+import matplotlib.pyplot as plt
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from vboost.export import StudyRun
+
+# Parameter importances need a few trials to say anything; fewer gives a misleading bar chart.
+MIN_TRIALS_FOR_IMPORTANCE = 5
+
+
+def pareto_png(run: StudyRun, best: FrozenTrial | None, path: str | os.PathLike) -> Path:
+    """Objective 1 vs objective 2 of every completed trial, the front joined, references marked.
+
+    With one objective, the value per trial number instead. Baseline: red cross; paper default: orange
+    diamond; the best setting: green star. Returns ``path``.
+    """
+    objectives, trials = run.objectives, run.completed()
+    front = {t.number for t in run.best_trials()}
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=110)
+
+    def xy(trial: FrozenTrial) -> tuple[float, float]:
+        return (trial.values[0], trial.values[1]) if len(objectives) > 1 else (trial.number, trial.values[0])
+
+    others = [xy(t) for t in trials if t.number not in front]
+    if others:
+        ax.scatter(*zip(*others), s=18, c="0.65", label="trials")
+    members = sorted(xy(t) for t in trials if t.number in front)
+    if members:
+        ax.plot(*zip(*members), "o-" if len(objectives) > 1 else "o", c="tab:blue", ms=5, label="Pareto front" if len(objectives) > 1 else "best")
+    for trial, style, label in (
+        (run.baseline, dict(marker="X", c="tab:red", s=110), "baseline (no method)"),
+        (run.paper_default, dict(marker="D", c="tab:orange", s=70), "paper default"),
+        (best, dict(marker="*", c="tab:green", s=220), "best"),
+    ):
+        if trial is not None and trial.values:
+            ax.scatter(*xy(trial), zorder=3, edgecolors="k", linewidths=0.6, label=f"{label} (#{trial.number})", **style)
+
+    def axis_label(i: int) -> str:
+        return f"{objectives[i].name} ({'higher' if objectives[i].direction == 'maximize' else 'lower'} is better)"
+
+    if len(objectives) > 1:
+        ax.set_xlabel(axis_label(0))
+        ax.set_ylabel(axis_label(1))
+        shown = "" if len(objectives) == 2 else f" (first 2 of {len(objectives)} objectives)"
+        ax.set_title(f"{run.name}\nPareto front{shown}", fontsize=10)
+    else:
+        ax.set_xlabel("trial")
+        ax.set_ylabel(axis_label(0))
+        ax.set_title(f"{run.name}\nobjective per trial", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _plot_copy(run: StudyRun) -> optuna.Study:
+    """An in-memory copy of the completed trials with only params and values.
+
+    Optuna's hover texts print every user attr; the copy keeps attrs (video lists, storage URLs) off the page.
+    """
+    study = optuna.create_study(directions=run.study.directions, study_name=run.name)
+    references = {t.number: role for role, t in (("baseline", run.baseline), ("paper default", run.paper_default)) if t}
+    for trial in run.completed():
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE,
+            values=trial.values,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={"role": references[trial.number]} if trial.number in references else {},
+        ))
+    return study
+
+
+def interactive_html(run: StudyRun, path: str | os.PathLike) -> tuple[Path, list[str]]:
+    """One self-contained page (plotly inlined once, works offline) with Optuna's figures.
+
+    Pareto front (or optimisation history for one objective), parallel coordinates per objective, and
+    parameter importances per objective when at least ``MIN_TRIALS_FOR_IMPORTANCE`` trials finished.
+    A figure that fails is replaced by its reason. Returns the path and the list of skipped figures.
+    """
+    from optuna import visualization as vis
+
+    study, objectives = _plot_copy(run), run.objectives
+    figures: list[tuple[str, object]] = []
+    skipped: list[str] = []
+
+    def add(title: str, make) -> None:
+        try:
+            with warnings.catch_warnings():  # small-sample and experimental warnings would drown the sweep's log
+                warnings.simplefilter("ignore")
+                figures.append((title, make()))
+        except Exception as err:  # a plot is a nicety; the report must still be written
+            skipped.append(f"{title}: {type(err).__name__}: {err}")
+
+    if len(objectives) > 1:
+        add("Pareto front", lambda: vis.plot_pareto_front(study, target_names=[o.name for o in objectives]))
+    else:
+        add("Optimisation history", lambda: vis.plot_optimization_history(study, target_name=objectives[0].name))
+    has_params = any(t.params for t in study.trials)
+    for i, objective in enumerate(objectives):
+        def target(t: FrozenTrial, i: int = i) -> float:
+            return t.values[i]
+
+        if has_params:
+            add(f"Parallel coordinates: {objective.name}", lambda: vis.plot_parallel_coordinate(study, target=target, target_name=objective.name))
+        if len(study.trials) < MIN_TRIALS_FOR_IMPORTANCE or not has_params:
+            skipped.append(f"Parameter importances ({objective.name}): needs >= {MIN_TRIALS_FOR_IMPORTANCE} completed trials with parameters")
+        else:
+            # Optuna's default evaluator ranks parameters by how they reach LOW target values.
+            def badness(t: FrozenTrial, i: int = i, sign: float = objective.sign) -> float:
+                return -sign * t.values[i]
+
+            add(f"Parameter importances: {objective.name}", lambda: vis.plot_param_importances(study, target=badness, target_name=objective.name))
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(run.name)}</title></head><body>"]
+    parts.append(f"<h1>Study {html.escape(run.name)}</h1>")
+    for index, (title, fig) in enumerate(figures):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=index == 0))
+    if skipped:
+        parts.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
+    parts.append("</body></html>")
+    path = Path(path)
+    path.write_text(run.scrubber("\n".join(parts)))
+    return path, skipped

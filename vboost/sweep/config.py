@@ -1,0 +1,168 @@
+"""The structured config of ``python -m vboost.sweep``: one dataclass per config group, registered with Hydra.
+
+Hydra merges every YAML file and command-line override onto these dataclasses, so an unknown key or a value of
+the wrong type fails at composition, before anything loads. Checks that need the registries (a method's domain,
+backbone compatibility) live in :mod:`vboost.sweep.validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclasses.dataclass
+class BackboneConfig:
+    """``conf/backbone/*.yaml``: which adapter, which weights (``null`` builds the tiny random model), how to generate."""
+
+    family: str = MISSING
+    weights: Optional[str] = MISSING  # a default here would hide the "???" of the real checkpoints' files
+    dtype: str = "bfloat16"
+    num_frames: int = MISSING
+    height: int = MISSING
+    width: int = MISSING
+    steps: int = MISSING
+    guidance: float = MISSING
+    fps: float = MISSING
+    # Extra keyword arguments of the adapter's from_pretrained, e.g. AnimateDiff's motion_adapter=/dir or
+    # SparseCtrl's controlnet=/dir and conditioning_image=/image.png.
+    load_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """``conf/method/*.yaml``: a registered method, its fixed knobs, its search space and its published settings.
+
+    ``search_space`` maps a knob to a Hydra sweep expression: ``interval(a,b)`` (float), ``range(a,b[,step])``
+    (end-exclusive, as in Hydra), ``choice(a,b,...)``, wrapped in ``tag(log, ...)`` for a log scale and/or
+    ``tag(per_frame, ...)`` to search the knob divided by the latent frame count F (the sampled value times F is
+    what the method gets). ``paper_defaults`` maps a backbone family to the knobs its paper publishes.
+    """
+
+    name: str = MISSING
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    search_space: dict[str, str] = dataclasses.field(default_factory=dict)
+    paper_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class TargetConfig:
+    """One optimised quantity: a dimension's score, or one of its companion records (``companion: magnitude``
+    reads ``<tier>/dynamic_degree_magnitude``). ``direction`` defaults to the dimension's own (all maximise)."""
+
+    dimension: str = MISSING
+    companion: Optional[str] = None
+    direction: Optional[str] = None
+
+
+@dataclasses.dataclass
+class ConstraintConfig:
+    """A floor on a record (feasibility, not an objective): ``value >= min_ratio_to_baseline * baseline`` and/or
+    ``value >= min_value``."""
+
+    dimension: str = MISSING
+    companion: Optional[str] = None
+    min_ratio_to_baseline: Optional[float] = None
+    min_value: Optional[float] = None
+
+
+@dataclasses.dataclass
+class EarlyStopConfig:
+    """Multi-objective early stop (Optuna's pruners are single-objective only).
+
+    After at least ``after_prompts`` prompts, a trial whose running value is worse than the baseline's on the same
+    prompts and seeds by more than ``margin`` (relative) on EVERY objective is stopped and marked PRUNED.
+    """
+
+    enabled: bool = True
+    after_prompts: int = 1
+    margin: float = 0.05
+
+
+@dataclasses.dataclass
+class ObjectiveConfig:
+    """``conf/objective/*.yaml``: what a trial is scored on and how the study reads it."""
+
+    targets: list[TargetConfig] = MISSING
+    constraints: list[ConstraintConfig] = dataclasses.field(default_factory=list)
+    backend: str = "proxy"
+    weights_dir: Optional[str] = None
+    device: str = "auto"  # where the vbench tier's networks run: auto is cuda when a GPU is visible
+    early_stop: EarlyStopConfig = dataclasses.field(default_factory=EarlyStopConfig)
+
+
+@dataclasses.dataclass
+class PromptsConfig:
+    """``conf/prompts/*.yaml``: every trial generates each prompt with each seed (a paired comparison)."""
+
+    prompts: list[str] = MISSING
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+
+
+@dataclasses.dataclass
+class LoggerConfig:
+    """``conf/logger/*.yaml``: where per-trial params, metrics and videos are streamed (``csv``, ``wandb``,
+    ``none``). ``mode``, ``project``, ``entity`` and ``tags`` are W&B's: ``offline`` needs no account or network."""
+
+    name: str = "csv"
+    mode: str = "offline"
+    project: str = "vboost"
+    entity: Optional[str] = None
+    tags: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """The Optuna study.
+
+    ``name`` defaults to ``<backbone>-<method>-<objective>`` (the config choices). ``storage`` is any Optuna RDB
+    URL; ``null`` means ``sqlite:///<output_dir>/<name>/study.db``. ``n_trials`` counts trials in the study
+    (complete, pruned, failed or running, whoever ran them), so re-running the same command resumes and never
+    redoes a finished trial. ``sampler``/``pruner`` are ``_target_`` configs (``hydra.utils.instantiate``); the
+    pruner acts on single-objective studies only. Heartbeats let a crashed worker's trial be marked failed (and
+    retried ``max_retry`` times) when several workers share one storage.
+    """
+
+    name: Optional[str] = None
+    storage: Optional[str] = None
+    n_trials: int = 8
+    sampler: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": 0}
+    )
+    pruner: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 3}
+    )
+    heartbeat_interval: Optional[int] = 60
+    grace_period: Optional[int] = None
+    max_retry: int = 2
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    """The primary config (``conf/sweep.yaml``)."""
+
+    backbone: BackboneConfig = MISSING
+    method: MethodConfig = MISSING
+    objective: ObjectiveConfig = MISSING
+    prompts: PromptsConfig = MISSING
+    logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
+    study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
+    output_dir: str = "outputs"
+    device: str = "auto"  # where the pipeline runs: auto is cuda when a GPU is visible, else cpu
+    save_videos: bool = True
+    # Also store each clip as an Optuna artifact (<output_dir>/<study>/artifacts) so optuna-dashboard shows it on
+    # its trial. Optuna attaches artifacts to running trials only, so clips are then written before the trial ends
+    # instead of in the background.
+    optuna_artifacts: bool = False
+    # Preset files (or directories of them) to evaluate as extra enqueued trials.
+    presets: list[str] = dataclasses.field(default_factory=list)
+    # Modules imported before validation, e.g. one that registers a custom Method or Backbone.
+    imports: list[str] = dataclasses.field(default_factory=list)
+
+
+def register_configs() -> None:
+    """Register the schema as ``sweep_schema`` (the first entry of ``conf/sweep.yaml``'s defaults list)."""
+    ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)

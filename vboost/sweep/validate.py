@@ -1,0 +1,282 @@
+"""Turn a composed config into a :class:`SweepPlan`, checking everything that can be checked before a model loads."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from vboost.ops.bytheway import high_band
+from vboost.sweep.errors import ConfigError, IncompatibleError
+from vboost.sweep.loggers import LOGGERS
+from vboost.sweep.space import SearchSpace, parse_search_space
+
+_DTYPES = ("float32", "float16", "bfloat16")
+# Knobs whose domain depends on the latent frame count, which only the backbone config knows; the method's own
+# constructor checks everything else.
+_FRAME_CHECKS: dict[str, Callable[[Any, int], Any]] = {"bytheway": lambda method, frames: high_band(frames, method.tau)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One optimised scorer record (``proxy/dynamic_degree_magnitude``) and its direction."""
+
+    record: str
+    direction: str
+
+    @property
+    def short(self) -> str:
+        return self.record.split("/", 1)[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """Feasible when ``value >= max(min_value, min_ratio_to_baseline * baseline)`` (unset bounds ignored)."""
+
+    record: str
+    min_ratio_to_baseline: float | None
+    min_value: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """An enqueued trial every result is read against: ``role`` baseline (no method), paper or preset."""
+
+    role: str
+    key: str
+    knobs: dict[str, Any] | None  # None for the baseline: the untouched model
+
+
+@dataclasses.dataclass
+class SweepPlan:
+    """Everything a sweep needs, resolved and checked."""
+
+    cfg: DictConfig
+    study_name: str
+    study_dir: Path
+    storage_url: str
+    backbone_cls: type
+    method_cls: type
+    latent_frames: int
+    space: SearchSpace
+    fixed_knobs: dict[str, Any]
+    references: list[Reference]
+    dimensions: list[str]
+    targets: list[Target]
+    constraints: list[Constraint]
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner
+    notes: list[str]  # what the plan left out, and why (printed when the sweep starts)
+
+    @property
+    def directions(self) -> list[str]:
+        return [t.direction for t in self.targets]
+
+
+def plan_sweep(cfg: DictConfig) -> SweepPlan:
+    """Check ``cfg`` and resolve it into a plan.
+
+    Raises :class:`IncompatibleError` when the method cannot be injected into the backbone, and
+    :class:`ConfigError` naming the key and value for anything else that cannot work.
+    """
+    for module in cfg.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(f"imports: cannot import {module!r}: {err}") from None
+    from vboost.backbones import BACKBONES
+    from vboost.methods import METHODS
+
+    backbone = cfg.backbone
+    family, method_name = backbone.family, cfg.method.name
+    if family not in BACKBONES:
+        raise ConfigError(f"backbone.family={family!r} is not a known backbone; known: {', '.join(sorted(BACKBONES))}")
+    if method_name not in METHODS:
+        raise ConfigError(f"method.name={method_name!r} is not a known method; known: {', '.join(sorted(METHODS))}")
+    backbone_cls, method_cls = BACKBONES[family], METHODS[method_name]
+    if not method_cls.supports(backbone_cls.denoiser_class):
+        raise IncompatibleError(
+            f"method {method_name!r} does not support backbone {family!r} ({backbone_cls.denoiser_class}); "
+            f"it supports {', '.join(method_cls.supported_denoisers)}"
+        )
+    _check_backbone(backbone)
+
+    try:
+        latent_frames = backbone_cls.latent_frames(backbone.num_frames, backbone.weights)
+    except FileNotFoundError as err:
+        raise ConfigError(f"backbone.weights: {err}") from None
+    space = parse_search_space(cfg.method.search_space, latent_frames)
+    fixed = OmegaConf.to_container(cfg.method.params, resolve=True)
+    overlap = sorted(space.knobs & set(fixed))
+    if overlap:
+        raise ConfigError(f"method {method_name!r}: {overlap[0]!r} is both in method.params and method.search_space")
+    for knobs in space.corners():
+        _check_domain(method_cls, {**fixed, **knobs}, latent_frames, "method.search_space")
+    references = [Reference("baseline", "baseline", None)]
+    notes = []
+    paper = cfg.method.paper_defaults.get(family)
+    if paper is None:
+        notes.append(f"no paper trial: method.paper_defaults has no entry for {family!r}")
+    else:
+        knobs = {**fixed, **OmegaConf.to_container(paper, resolve=True)}
+        try:
+            # A published setting may not exist at this clip length (ByTheWay's tau 7 needs 16 frames): skip, say so.
+            _check_domain(method_cls, knobs, latent_frames, f"paper defaults for {family!r}")
+            references.append(Reference("paper", family, knobs))
+        except ConfigError as err:
+            notes.append(f"no paper trial: {err}")
+    for ref in _preset_references(cfg.presets, method_name):
+        _check_domain(method_cls, ref.knobs, latent_frames, f"preset {ref.key!r}")
+        references.append(ref)
+
+    if cfg.study.n_trials < len(references):
+        notes.append(f"study.n_trials={cfg.study.n_trials} leaves some of the {len(references)} reference trials unrun")
+    dimensions, targets, constraints = _objectives(cfg.objective)
+    study_dir = Path(cfg.output_dir).expanduser().resolve() / cfg.study.name
+    if cfg.study.n_trials < 1:
+        raise ConfigError(f"study.n_trials={cfg.study.n_trials} must be at least 1")
+    if not cfg.prompts.prompts or not cfg.prompts.seeds:
+        raise ConfigError("prompts: needs at least one prompt and one seed")
+    if cfg.logger.name not in LOGGERS:
+        raise ConfigError(f"logger.name={cfg.logger.name!r} is not a known logger; known: {', '.join(sorted(LOGGERS))}")
+    sampler, pruner = _sampler_and_pruner(cfg.study, bool(constraints))
+    return SweepPlan(
+        cfg=cfg,
+        study_name=cfg.study.name,
+        study_dir=study_dir,
+        storage_url=cfg.study.storage or f"sqlite:///{study_dir / 'study.db'}",
+        backbone_cls=backbone_cls,
+        method_cls=method_cls,
+        latent_frames=latent_frames,
+        space=space,
+        fixed_knobs=fixed,
+        references=references,
+        dimensions=dimensions,
+        targets=targets,
+        constraints=constraints,
+        sampler=sampler,
+        pruner=pruner,
+        notes=notes,
+    )
+
+
+def _check_backbone(backbone: DictConfig) -> None:
+    try:
+        weights = backbone.weights
+    except MissingMandatoryValue:
+        raise ConfigError(f"backbone.weights is not set for {backbone.family!r}: give backbone.weights=/path/to/diffusers/dir") from None
+    if weights is not None and not Path(weights).expanduser().is_dir():
+        raise ConfigError(f"backbone.weights={weights!r} is not a directory")
+    if backbone.dtype not in _DTYPES:
+        raise ConfigError(f"backbone.dtype={backbone.dtype!r} is not one of {list(_DTYPES)}")
+    for key in ("num_frames", "height", "width", "steps"):
+        if backbone[key] < 1:
+            raise ConfigError(f"backbone.{key}={backbone[key]} must be positive")
+
+
+def _check_domain(method_cls: type, knobs: dict[str, Any], latent_frames: int, where: str) -> None:
+    """Build the method with ``knobs`` (its own checks run) and check the knobs that depend on the frame count."""
+    try:
+        method = method_cls(**knobs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {method_cls.name} rejects {knobs}: {err}") from None
+    check_frames = _FRAME_CHECKS.get(method_cls.name)
+    if check_frames is not None:
+        try:
+            check_frames(method, latent_frames)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {method_cls.name} {err}") from None
+
+
+def _preset_references(paths: list[str], method_name: str) -> list[Reference]:
+    from vboost.methods.preset import Preset
+
+    files: list[Path] = []
+    for entry in paths:
+        path = Path(entry).expanduser()
+        if path.is_dir():
+            # A directory of presets, or an export directory (trial_NNNN/preset.yaml, as the sweep writes).
+            found = sorted(path.glob("*.yaml")) or sorted(path.glob("trial_*/preset.yaml"))
+            if not found:
+                raise ConfigError(f"presets: no *.yaml or trial_*/preset.yaml in {entry!r}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError(f"presets: no preset file or directory at {entry!r}")
+    references = []
+    for file in files:
+        try:
+            preset = Preset.load(file)
+            if preset.method != method_name:
+                raise ValueError(f"{str(file)!r} is a {preset.method!r} preset but the method is {method_name!r}")
+            knobs = preset.build().params()
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"presets: {str(err).strip(chr(39))}") from None
+        references.append(Reference("preset", str(file), knobs))
+    return references
+
+
+def _objectives(objective: DictConfig) -> tuple[list[str], list[Target], list[Constraint]]:
+    import objectives
+
+    def record(entry: DictConfig) -> str:
+        try:
+            names = objectives.record_names(entry.dimension, objective.backend)
+        except (ValueError, NotImplementedError) as err:  # unknown dimension/backend, or a tier that cannot run here
+            raise ConfigError(f"objective: {err}") from None
+        if entry.companion is None:
+            return names[0]
+        if f"{names[0]}_{entry.companion}" not in names:
+            raise ConfigError(f"objective: {entry.dimension!r} has no companion {entry.companion!r}; its records: {names}")
+        return f"{names[0]}_{entry.companion}"
+
+    if not objective.targets:
+        raise ConfigError("objective.targets is empty: name at least one dimension to optimise")
+    targets = []
+    for entry in objective.targets:
+        name = record(entry)
+        direction = entry.direction or objectives.direction(name)
+        if direction not in ("maximize", "minimize"):
+            raise ConfigError(f"objective target {name!r}: direction={direction!r} must be maximize or minimize")
+        targets.append(Target(name, direction))
+    if len({t.record for t in targets}) != len(targets):
+        raise ConfigError(f"objective.targets lists a record twice: {[t.record for t in targets]}")
+    constraints = []
+    for entry in objective.constraints:
+        if entry.min_ratio_to_baseline is None and entry.min_value is None:
+            raise ConfigError(f"objective constraint on {entry.dimension!r} sets neither min_ratio_to_baseline nor min_value")
+        constraints.append(Constraint(record(entry), entry.min_ratio_to_baseline, entry.min_value))
+    if objective.weights_dir is not None and not Path(objective.weights_dir).expanduser().is_dir():
+        raise ConfigError(f"objective.weights_dir={objective.weights_dir!r} is not a directory")
+    if objective.early_stop.after_prompts < 1 or objective.early_stop.margin < 0:
+        raise ConfigError(f"objective.early_stop={dict(objective.early_stop)} needs after_prompts >= 1 and margin >= 0")
+    dimensions = list(dict.fromkeys(e.dimension for e in [*objective.targets, *objective.constraints]))
+    return dimensions, targets, constraints
+
+
+def _sampler_and_pruner(study: DictConfig, constrained: bool) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+    extra = {"constraints_func": trial_constraints} if constrained else {}
+    try:
+        sampler = instantiate(study.sampler, **extra)
+        pruner = instantiate(study.pruner)
+    except InstantiationException as err:
+        raise ConfigError(f"study.sampler/study.pruner: {str(err).splitlines()[0]}") from None
+    if not isinstance(sampler, optuna.samplers.BaseSampler):
+        raise ConfigError(f"study.sampler={study.sampler._target_!r} is not an Optuna sampler")
+    if not isinstance(pruner, optuna.pruners.BasePruner):
+        raise ConfigError(f"study.pruner={study.pruner._target_!r} is not an Optuna pruner")
+    return sampler, pruner
+
+
+def trial_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """Optuna's ``constraints_func``: the values the sweep stored on the trial (``<= 0`` means satisfied)."""
+    return trial.user_attrs["constraints"]
