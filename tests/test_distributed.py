@@ -87,13 +87,17 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path):
     victim = None
     while victim is None and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.05)
+        # Frozen while the storage is read, the worker cannot finish the trial seen running before it is killed.
+        first.send_signal(signal.SIGSTOP)
         try:
             trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
         except KeyError:  # the study does not exist yet
-            continue
+            trials = []
         # The victim must be generating: a trial caught before its knobs are suggested has no params to retry with.
         if any(t.state == TrialState.COMPLETE for t in trials):
             victim = next((t for t in trials if t.state == TrialState.RUNNING and t.params), None)
+        if victim is None:
+            first.send_signal(signal.SIGCONT)
     assert victim is not None, "the worker finished or stalled before a trial could be interrupted"
     first.send_signal(signal.SIGKILL)
     first.wait()
