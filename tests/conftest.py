@@ -1,6 +1,8 @@
 """Test-wide settings and fixtures."""
 
+import itertools
 import socket
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -18,3 +20,26 @@ def postgres() -> str:
     except OSError:
         pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (trust auth, database test)")
     return "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def same_weights() -> Callable:
+    """``check(loaded_pipe, original_pipe)``: the pipeline loaded from disk holds exactly the original's weights.
+
+    Tensors read from a safetensors file can sit at 8-byte offsets, where CPU kernels take other SIMD paths and round
+    differently (about 1e-7); the check then copies them to fresh, aligned memory, after which the loaded pipeline must
+    generate bit-identically to the original.
+    """
+
+    def check(loaded_pipe, original_pipe) -> None:
+        for name, original in original_pipe.components.items():
+            if not isinstance(original, torch.nn.Module):
+                continue
+            loaded = loaded_pipe.components[name]
+            expected, got = original.state_dict(), loaded.state_dict()
+            assert got.keys() == expected.keys(), name
+            assert [k for k in expected if not torch.equal(got[k], expected[k])] == [], name
+            for tensor in itertools.chain(loaded.parameters(), loaded.buffers()):
+                tensor.data = tensor.data.clone()
+
+    return check

@@ -82,15 +82,16 @@ def test_bad_settings_name_the_value(animatediff, settings, message):
         animatediff.generate(PROMPT, 0, **settings)
 
 
-def test_saved_pipeline_loads_with_the_user_path(animatediff, tmp_path):
+def test_saved_pipeline_loads_with_the_user_path(animatediff, tmp_path, same_weights):
     animatediff.save_pretrained(tmp_path)
     loaded = AnimateDiffBackbone.from_pretrained(tmp_path, animatediff.defaults, torch_dtype=torch.float32)
+    same_weights(loaded.pipe, animatediff.pipe)
     np.testing.assert_array_equal(
         loaded.generate(PROMPT, 2, **SMALL).frames, animatediff.generate(PROMPT, 2, **SMALL).frames
     )
 
 
-def test_base_plus_motion_adapter_loads_with_the_animatediff_sampler(animatediff, tmp_path):
+def test_base_plus_motion_adapter_loads_with_the_animatediff_sampler(animatediff, tmp_path, same_weights):
     components = _tiny_components(seed=0)  # the same random weights as the fixture
     base = StableDiffusionPipeline(
         vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
@@ -106,6 +107,7 @@ def test_base_plus_motion_adapter_loads_with_the_animatediff_sampler(animatediff
     )
     assert type(loaded.pipe.unet).__name__ == "UNetMotionModel"
     assert loaded.pipe.scheduler.config.beta_schedule == "linear" and not loaded.pipe.scheduler.config.clip_sample
+    same_weights(loaded.pipe, animatediff.pipe)
     np.testing.assert_array_equal(
         loaded.generate(PROMPT, 2, **SMALL).frames, animatediff.generate(PROMPT, 2, **SMALL).frames
     )
@@ -147,12 +149,13 @@ def test_sparsectrl_conditions_on_the_image(sparsectrl, tmp_path):
         sparsectrl.generate(PROMPT, 0, **SMALL, conditioning_image=tmp_path / "missing.png")
 
 
-def test_sparsectrl_saved_pipeline_loads_with_its_image(sparsectrl, tmp_path):
+def test_sparsectrl_saved_pipeline_loads_with_its_image(sparsectrl, tmp_path, same_weights):
     Image.fromarray(synthetic_image(32, 32)[::-1]).save(tmp_path / "image.png")
     sparsectrl.save_pretrained(tmp_path / "pipe")
     loaded = AnimateDiffSparseCtrlBackbone.from_pretrained(
         tmp_path / "pipe", sparsectrl.defaults, torch_dtype=torch.float32, conditioning_image=tmp_path / "image.png"
     )
+    same_weights(loaded.pipe, sparsectrl.pipe)
     np.testing.assert_array_equal(
         loaded.generate(PROMPT, 1, **SMALL).frames,
         sparsectrl.generate(PROMPT, 1, **SMALL, conditioning_image=tmp_path / "image.png").frames,

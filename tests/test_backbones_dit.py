@@ -55,10 +55,11 @@ def test_text_embeddings_are_encoded_once_per_prompt(backbone):
     assert encodes_per_clip in (1, 2) and len(calls) == encodes_per_clip and (first == second).all()
 
 
-def test_save_and_load_generates_identically(backbone, tmp_path):
+def test_save_and_load_generates_identically(backbone, tmp_path, same_weights):
     expected = backbone.generate(PROMPT, 2).frames
     backbone.save_pretrained(tmp_path)
     loaded = type(backbone).from_pretrained(tmp_path, backbone.defaults, torch_dtype=torch.float32)
+    same_weights(loaded.pipe, backbone.pipe)
     assert (loaded.generate(PROMPT, 2).frames == expected).all()
 
 
