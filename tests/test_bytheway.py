@@ -54,7 +54,10 @@ def temporal_attention_by_hand(attn: Attention, x: torch.Tensor) -> tuple[torch.
     x = x.double()
     q, k, v = (x @ layer.weight.double().T for layer in (attn.to_q, attn.to_k, attn.to_v))
     rows, frames, inner = q.shape
-    split = lambda t: t.reshape(rows, frames, attn.heads, inner // attn.heads).transpose(1, 2)
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(rows, frames, attn.heads, inner // attn.heads).transpose(1, 2)
+
     q, k, v = split(q), split(k), split(v)
     probs = (q @ k.transpose(-1, -2) * (inner // attn.heads) ** -0.5).softmax(-1)
     return probs, v

@@ -60,10 +60,9 @@ class ByTheWay(Method):
     def _attach(self, target: Any, denoiser: torch.nn.Module, handle: MethodHandle) -> None:
         sites = _find_sites(denoiser)
         # The pipeline batches [uncond, cond] exactly when it says it does CFG; a bare module call has no such half.
-        if isinstance(target, torch.nn.Module):
-            cfg_batched: Callable[[], bool] = lambda: False
-        else:
-            cfg_batched = lambda: bool(getattr(target, "do_classifier_free_guidance", False))
+        def cfg_batched() -> bool:
+            return not isinstance(target, torch.nn.Module) and bool(getattr(target, "do_classifier_free_guidance", False))
+
         state = _State(method=self, handle=handle, cfg_batched=cfg_batched)
 
         def check_tau(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
