@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -14,6 +15,7 @@ from optuna.trial import TrialState
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = "prompts.prompts=[a cat walks on the beach,a red car at night]"
+SMALL = ("backbone.num_frames=9", "backbone.height=32", "backbone.width=32")
 
 
 def start_worker(cwd: Path, storage: str, study: str, seed: int, *overrides: str) -> subprocess.Popen:
@@ -21,7 +23,7 @@ def start_worker(cwd: Path, storage: str, study: str, seed: int, *overrides: str
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [
         sys.executable, "-m", "vboost.sweep", f"output_dir={cwd / 'outputs'}", "backbone=tiny_cogvideox",
-        "method=enhance_a_video", "backbone.steps=2", PROMPTS, "logger=none", "save_videos=false",
+        "method=enhance_a_video", "backbone.steps=2", *SMALL, PROMPTS, "logger=none", "save_videos=false",
         f"study.name={study}", f"study.storage={storage}", f"study.sampler.seed={seed}",
         "study.heartbeat_interval=1", "study.grace_period=3", *overrides,
     ]
@@ -123,6 +125,32 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path):
     assert len(counted(trials)) == n_trials
 
 
+def test_a_worker_that_loses_the_race_to_create_the_schema_opens_the_storage(tmp_path, monkeypatch):
+    import sqlalchemy
+    from optuna.storages._rdb.storage import _VersionManager
+
+    from vboost.sweep.loop import open_storage
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    init = _VersionManager._init_alembic
+    collisions = []
+
+    def collide_once(self):
+        # What SQLite raised when three workers started on a new file at once: another stamped the version first.
+        if not collisions:
+            collisions.append(True)
+            init(self)
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        init(self)
+
+    monkeypatch.setattr(_VersionManager, "_init_alembic", collide_once)
+    storage = open_storage(url, SimpleNamespace(heartbeat_interval=None, grace_period=None, max_retry=2))
+    assert collisions
+    study = optuna.create_study(storage=storage, study_name="raced")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert len(optuna.load_study(study_name="raced", storage=url).trials) == 2
+
+
 def test_slurm_recipe_composes_with_the_submitit_launcher(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "vboost.sweep", "-cd", str(REPO / "sweeps"), "-cn", "slurm_workers", "--cfg", "hydra"]
@@ -137,7 +165,7 @@ def test_a_multirun_over_sampler_seeds_is_workers_of_one_study(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [
         sys.executable, "-m", "vboost.sweep", "-m", f"output_dir={tmp_path / 'outputs'}", "backbone=tiny_cogvideox",
-        "method=enhance_a_video", "backbone.steps=2", PROMPTS, "logger=none", "save_videos=false",
+        "method=enhance_a_video", "backbone.steps=2", *SMALL, PROMPTS, "logger=none", "save_videos=false",
         "study.heartbeat_interval=null", "study.n_trials=4", "study.sampler.seed=0,1,2",
     ]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -28,6 +28,7 @@ from vboost.sweep.validate import SweepPlan
 # States of the trials that count towards ``n_trials`` (enqueued-and-not-started ones do not).
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 _BASELINE_POLL_S = 2.0
+_SCHEMA_ATTEMPTS = 3
 
 
 class NonFiniteScoreError(FloatingPointError):
@@ -302,18 +303,26 @@ def open_storage(url: str, cfg: Any) -> optuna.storages.RDBStorage:
     and workers sharing the file read while one writes (each waits up to a minute for the write lock).
     """
     sqlite = url.startswith("sqlite")
-    heartbeat = {}
-    if cfg.heartbeat_interval is not None:
-        heartbeat = {
-            "heartbeat_interval": cfg.heartbeat_interval,
-            "grace_period": cfg.grace_period,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry),
-        }
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None, **heartbeat
-        )
+        heartbeat = {}
+        if cfg.heartbeat_interval is not None:
+            heartbeat = {
+                "heartbeat_interval": cfg.heartbeat_interval,
+                "grace_period": cfg.grace_period,
+                "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry),
+            }
+        engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else None
+        for attempt in range(_SCHEMA_ATTEMPTS):
+            try:
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+                break
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
+                # Workers starting together on a new database race to create its tables and stamp its schema
+                # version; a loser finds them made when it tries again.
+                if attempt + 1 == _SCHEMA_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     if sqlite:
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()  # connections opened while the schema was checked lack the pragmas
