@@ -18,11 +18,12 @@ from vboost.methods.preset import Preset
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "prompts.prompts=[a cat walks on the beach]"
-# The smallest run that still exercises everything: one prompt, one seed, two denoising steps.
-TINY = ["backbone.steps=2", PROMPT, "study.heartbeat_interval=null"]
+# The smallest run that still exercises everything: one prompt, one seed, two denoising steps, 9 frames at 32x32.
+TINY = ["backbone.steps=2", "backbone.num_frames=9", "backbone.height=32", "backbone.width=32", PROMPT,
+        "study.heartbeat_interval=null"]
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 STUDY = "tiny_cogvideox-enhance_a_video-motion_vs_consistency"
-LATENT_FRAMES = (9 - 1) // 4 + 1  # tiny_cogvideox: 9 frames, a 4x temporal VAE
+LATENT_FRAMES = (9 - 1) // 4 + 1  # 9 frames, CogVideoX's 4x temporal VAE
 
 
 def sweep(cwd: Path, *overrides: str, multirun: bool = False, **popen) -> subprocess.CompletedProcess:
@@ -66,7 +67,7 @@ def test_results_directory_holds_videos_table_and_presets(base):
     cwd, _ = base
     out = cwd / "outputs" / STUDY
     frames = iio.imread(out / "videos" / "trial_0000" / "p0_s0.mp4")
-    assert frames.shape == (9, 32, 32, 3)  # tiny_cogvideox makes 9-frame 32x32 clips
+    assert frames.shape == (9, 32, 32, 3)  # the clips TINY asks for
     table = pd.read_csv(out / "trials.csv")
     trials = load(cwd).get_trials()
     assert list(table["number"]) == [t.number for t in trials]

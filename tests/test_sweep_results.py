@@ -25,7 +25,9 @@ from test_wandb_logger import config_of, exit_code_of, inspect_runs, summary_of
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "a cat walks on the beach"
 SEEDS = [0, 1]
-TINY = ["backbone.steps=2", f"prompts.prompts=[{PROMPT}]", "study.heartbeat_interval=null"]
+NUM_FRAMES, HEIGHT, WIDTH = 9, 32, 32
+TINY = ["backbone.steps=2", f"backbone.num_frames={NUM_FRAMES}", f"backbone.height={HEIGHT}", f"backbone.width={WIDTH}",
+        f"prompts.prompts=[{PROMPT}]", "study.heartbeat_interval=null"]
 STUDY = "tiny_cogvideox-enhance_a_video-motion_vs_consistency"
 TARGETS = ["proxy/dynamic_degree_magnitude", "proxy/subject_consistency"]
 TINY_COGVIDEOX = yaml.safe_load((REPO / "conf" / "backbone" / "tiny_cogvideox.yaml").read_text())
@@ -59,7 +61,7 @@ def test_per_video_scores_and_the_run_context_are_in_the_study(wandb_sweep):
     context = {key: study.user_attrs[key] for key in ("method", "backbone", "checkpoint", "num_frames", "steps", "fps", "prompts", "seeds")}
     assert context == {
         "method": "enhance_a_video", "backbone": TINY_COGVIDEOX["family"], "checkpoint": TINY_COGVIDEOX["weights"],
-        "num_frames": TINY_COGVIDEOX["num_frames"], "steps": 2, "fps": TINY_COGVIDEOX["fps"], "prompts": [PROMPT], "seeds": SEEDS,
+        "num_frames": NUM_FRAMES, "steps": 2, "fps": TINY_COGVIDEOX["fps"], "prompts": [PROMPT], "seeds": SEEDS,
     }
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         per_video = trial.user_attrs["video_scores"]
@@ -132,13 +134,52 @@ def test_export_and_report_are_made_at_the_end_of_the_sweep(wandb_sweep):
     assert f"report: {out / 'report' / 'summary.md'}" in result.stdout
     (mp4,) = (out / "report" / "side_by_side").glob("*.mp4")
     frames = iio.imread(mp4)
-    num_frames, height, width = TINY_COGVIDEOX["num_frames"], TINY_COGVIDEOX["height"], TINY_COGVIDEOX["width"]
-    assert frames.shape[0] == num_frames and frames.shape[2] == 3 * width  # baseline | paper default | best
+    assert frames.shape[0] == NUM_FRAMES and frames.shape[2] == 3 * WIDTH  # baseline | paper default | best
     assert (out / "report" / "side_by_side" / f"{mp4.stem}.gif").is_file()
     # The first panel, under its label band, is the baseline's first-seed clip (both lossy: compare loosely).
     baseline = iio.imread(out / "videos" / "trial_0000" / "p0_s0.mp4").astype(float)
-    panel = frames[:, frames.shape[1] - height:, :width].astype(float)
+    panel = frames[:, frames.shape[1] - HEIGHT:, :WIDTH].astype(float)
     assert np.abs(panel - baseline).mean() < 6.0
+
+
+@pytest.mark.parametrize(("height", "width"), [(32, 48), (33, 31)])
+def test_clips_are_h264_mp4s_of_the_frames(tmp_path, height, width):
+    from vboost.sweep.artifacts import write_mp4
+
+    y, x = np.mgrid[:height, :width]
+    frames = np.stack([np.stack([x * 4 + 8 * t, y * 4, (x + y) * 2 + 16 * t], -1) for t in range(6)]).astype(np.uint8)
+    path = tmp_path / "videos" / "clip.mp4"
+    write_mp4(path, frames, 12.0)
+    back = iio.imread(path)
+    assert iio.immeta(path)["fps"] == 12.0 and iio.immeta(path)["codec"] == "h264"
+    assert back.shape == (6, height + height % 2, width + width % 2, 3)  # odd sizes grow by one pixel (yuv420p)
+    if not (height % 2 or width % 2):
+        assert np.abs(back.astype(float) - frames).mean() < 3.0  # lossy at crf 25, but these frames
+    (tmp_path / "videos" / "taken.mp4").mkdir()
+    with pytest.raises(OSError, match="ffmpeg could not write .*taken.mp4"):
+        write_mp4(tmp_path / "videos" / "taken.mp4", frames, 12.0)
+
+
+@pytest.mark.parametrize("background", [True, False], ids=["beside generation", "between generations"])
+def test_each_clip_is_logged_once_its_file_is_complete(tmp_path, background):
+    from types import SimpleNamespace
+
+    from vboost.sweep.artifacts import VideoWriter
+    from vboost.sweep.loggers import BackgroundLogger, NullLogger
+
+    logged = []
+
+    class Recorder(NullLogger):
+        def log_video(self, trial, key, path, fps):
+            logged.append((trial, key, len(iio.imread(path)), fps))  # reads the whole file: it must be complete
+
+    logger = BackgroundLogger(Recorder(None, tmp_path, "study", {}))
+    writer = VideoWriter(tmp_path, logger, background=background)
+    frames = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    paths = [writer(SimpleNamespace(number=3), key, SimpleNamespace(frames=frames, fps=8.0)) for key in ("p0_s0", "p1_s0")]
+    logger.finalize("finished")
+    assert paths == [tmp_path / "videos" / "trial_0003" / f"{key}.mp4" for key in ("p0_s0", "p1_s0")]
+    assert logged == [(3, "p0_s0", 5, 8.0), (3, "p1_s0", 5, 8.0)]
 
 
 def test_videos_as_optuna_artifacts(tmp_path):

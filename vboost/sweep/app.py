@@ -51,7 +51,7 @@ def run_job(cfg: DictConfig) -> str | None:
     except ValueError as err:  # a bad setting of the chosen logger
         raise ConfigError(str(err)) from None
     store = artifact_store(plan.study_dir) if cfg.optuna_artifacts else None
-    videos = VideoWriter(plan.study_dir, logger, store) if cfg.save_videos else None
+    videos = VideoWriter(plan.study_dir, logger, store, background=resolve_device(cfg.device) != "cpu") if cfg.save_videos else None
     sweep = Sweep(plan, models=lambda: load_models(plan), logger=logger, write_video=videos)
     study = sweep.open_study()
     status = "failed"

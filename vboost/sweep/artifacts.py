@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import math
+import subprocess
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import imageio.v2 as imageio
+import imageio_ffmpeg
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
@@ -30,32 +33,36 @@ ARTIFACTS_DIR = "artifacts"
 
 
 class VideoWriter:
-    """Writes ``<study_dir>/videos/trial_<n>/<key>.mp4`` (H.264 via imageio-ffmpeg), then logs it.
+    """Writes ``<study_dir>/videos/trial_<n>/<key>.mp4`` (H.264 via imageio-ffmpeg's ffmpeg), then logs it.
 
-    Encoding costs an ffmpeg start per clip: it runs on the logger's background thread, overlapping the next
-    generation, and the clip is logged there right after it is written (so a logger only ever sees complete
-    files). With ``artifact_store`` each clip is also uploaded as an Optuna artifact of its trial; Optuna attaches
-    artifacts to running trials only, so the clip is then written and uploaded on the calling thread.
+    With ``background`` (generation on an accelerator, CPU cores idle) encoding runs on the logger's thread,
+    overlapping the next generation, and the clip is logged there right after it is written, so a logger only ever
+    sees complete files. Without it (generation on the CPU) each clip is written on the calling thread between
+    generations: an encode running beside torch's CPU threads slows generation by more than it takes inline
+    (``benchmarks/RESULTS.md``). With ``artifact_store`` each clip is also uploaded as an Optuna artifact of its trial;
+    Optuna attaches artifacts to running trials only, so the clip is then written on the calling thread too.
     """
 
-    def __init__(self, study_dir: Path, logger: BackgroundLogger, artifact_store: Any = None) -> None:
+    def __init__(self, study_dir: Path, logger: BackgroundLogger, artifact_store: Any = None, background: bool = True) -> None:
         self.study_dir = study_dir
         self._logger = logger
         self._artifact_store = artifact_store
+        self._background = background and artifact_store is None
 
     def __call__(self, trial: optuna.Trial, key: str, video: Any) -> Path:
         """Write (or queue) ``video`` as clip ``key`` of ``trial``; returns the path it has (or will have)."""
         path = self.study_dir / VIDEOS_DIR / f"trial_{trial.number:04d}" / f"{key}.mp4"
-        if self._artifact_store is None:
+        if self._background:
             self._logger.submit(self._write, trial.number, key, path, video)
-        else:
-            _write_mp4(path, video.frames, video.fps)
+            return path
+        write_mp4(path, video.frames, video.fps)
+        if self._artifact_store is not None:
             optuna.artifacts.upload_artifact(artifact_store=self._artifact_store, file_path=str(path), study_or_trial=trial)
-            self._logger.log_video(trial.number, key, path, video.fps)
+        self._logger.log_video(trial.number, key, path, video.fps)
         return path
 
     def _write(self, trial: int, key: str, path: Path, video: Any) -> None:
-        _write_mp4(path, video.frames, video.fps)
+        write_mp4(path, video.frames, video.fps)
         self._logger.logger.log_video(trial, key, path, video.fps)  # already on the logger's thread
 
 
@@ -88,10 +95,26 @@ def artifact_store(study_dir: Path) -> Any:
     return FileSystemArtifactStore(directory)
 
 
-def _write_mp4(path: Path, frames: Any, fps: float) -> None:
+def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+    """``frames`` (uint8 ``[T, H, W, 3]``) as H.264 yuv420p at crf 25 (imageio's default quality), preset veryfast
+    (a third less CPU per clip than the default preset, at about the same size).
+
+    ffmpeg is started here rather than through imageio's writer, which passes a ``preexec_fn`` and so forces a full
+    fork() of this process, model weights included, for every clip; a process group of its own keeps ffmpeg out of
+    a Ctrl-C just the same, and lets Python vfork.
+    """
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    _, height, width, _ = frames.shape
+    rate = Fraction(fps).limit_denominator()
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "-s", f"{width}x{height}", "-r", str(rate), "-i", "-", "-an", "-vcodec", "libx264", "-preset", "veryfast",
+           "-pix_fmt", "yuv420p", "-crf", "25"]
+    if height % 2 or width % 2:  # yuv420p needs even sizes: stretch by one pixel rather than to 16-px blocks
+        cmd += ["-vf", f"scale={width + width % 2}:{height + height % 2}"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    # macro_block_size=2: pad odd sizes to even (yuv420p needs it) instead of resizing tiny clips to 16-px blocks.
-    imageio.mimwrite(path, list(frames), fps=fps, macro_block_size=2)
+    done = subprocess.run([*cmd, str(path)], input=frames.tobytes(), capture_output=True, process_group=0)
+    if done.returncode != 0:
+        raise OSError(f"ffmpeg could not write {path}: {done.stderr.decode(errors='replace').strip()[-500:]}")
 
 
 def trials_table(study: optuna.Study, plan: SweepPlan) -> pd.DataFrame:
