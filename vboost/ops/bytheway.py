@@ -33,7 +33,15 @@ def high_band(num_frames: int, tau: int) -> list[int]:
 
 def _energy(maps: torch.Tensor) -> torch.Tensor:
     """Mean over rows and query frames of the squared row norm (formula 4 of the paper), as a 0-dim tensor."""
-    return maps.square().sum(-1).mean()
+    flat = maps.reshape(-1)
+    return torch.dot(flat, flat) / (maps.shape[0] * maps.shape[1])  # one pass, no temporary
+
+
+def _band_energy(spectrum: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Mean over rows and query frames of ``sum |X_k|^2 / F`` over the bins ``start <= k < stop`` (Parseval's
+    share of formula 4 in that band), as a 0-dim tensor."""
+    rows, frames, _ = spectrum.shape
+    return torch.linalg.vector_norm(torch.view_as_real(spectrum[..., start:stop])) ** 2 / (rows * frames * frames)
 
 
 def bytheway_edit(
@@ -75,18 +83,17 @@ def bytheway_edit(
     def conditional(x: torch.Tensor) -> torch.Tensor:
         return x[rows // 2 :] if cfg_batched else x
 
-    p2 = p + alpha * (a - p)
+    p2 = (a - p).mul_(alpha).add_(p)  # p + alpha * (a - p), without temporaries
     spectrum = torch.fft.fft(p2, dim=-1)
-    in_band = torch.zeros(num_frames, dtype=torch.bool, device=p.device)
-    in_band[band] = True
-    power = conditional(spectrum).abs().square()
+    lo, hi = band[0], band[-1] + 1  # the band is contiguous: slices, not masks, avoid copies
+    cond = conditional(spectrum)
     # One device sync for the four energies the gain needs.
     e1, e2, e2_h, e2_l = torch.stack(
         [
             _energy(conditional(p)),
             _energy(conditional(p2)),
-            (power[..., in_band].sum(-1) / num_frames).mean(),
-            (power[..., ~in_band].sum(-1) / num_frames).mean(),
+            _band_energy(cond, lo, hi),
+            _band_energy(cond, 0, lo) + _band_energy(cond, hi, num_frames),
         ]
     ).tolist()
 
@@ -94,7 +101,7 @@ def bytheway_edit(
     # NaN (E1 < E2_l) falls back to beta; so does +inf (an empty high band has nothing to amplify, and 0 * inf is NaN).
     gain = max(beta, beta_c) if math.isfinite(beta_c) else beta
 
-    spectrum[..., in_band] *= gain
+    spectrum[..., lo:hi] *= gain
     p3 = torch.fft.ifft(spectrum, dim=-1).real
     if clip_negative:
         p3 = p3 * (p3 > 0)
