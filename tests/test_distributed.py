@@ -11,11 +11,14 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = "prompts.prompts=[a cat walks on the beach,a red car at night]"
-SMALL = ("backbone.num_frames=9", "backbone.height=32", "backbone.width=32")
+# One held-out clip per validation trial keeps the validation stage short.
+SMALL = ("backbone.num_frames=9", "backbone.height=32", "backbone.width=32", "validation.prompts=[a dog runs on the beach]",
+         "validation.seeds=[7]")
 
 
 def start_worker(cwd: Path, storage: str, study: str, seed: int, *overrides: str) -> subprocess.Popen:
@@ -36,13 +39,28 @@ def finish(worker: subprocess.Popen) -> str:
     return output
 
 
-def counted(trials: list) -> list:
-    """The trials that make up the study's ``n_trials`` (an independent reading of the rule in the README)."""
+def counted(trials: list, stage: str = "search") -> list:
+    """The trials that make up a stage: ``n_trials`` for the search stage, one per candidate for the validation
+    stage (an independent reading of the rule in the README)."""
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     return [
         t for t in trials
         if not t.user_attrs.get("surplus") and not (t.state == TrialState.FAIL and t.number in retried)
+        and (t.user_attrs.get("role") == "validation") == (stage == "validation")
     ]
+
+
+def check_validation_stage(trials: list) -> None:
+    """One complete validation trial per validated search trial (the baseline first), none run twice."""
+    validation = counted(trials, "validation")
+    assert validation and all(t.state == TrialState.COMPLETE for t in validation)
+    keys = [t.user_attrs["reference"] for t in validation]
+    assert len(set(keys)) == len(keys)
+    baseline = next(t for t in trials if t.user_attrs.get("role") == "baseline" and t.state == TrialState.COMPLETE)
+    assert validation[0].user_attrs["candidate"] == baseline.number
+    search = {t.number: t for t in counted(trials)}
+    for t in validation[1:]:
+        assert t.user_attrs["knobs"] == search[t.user_attrs["candidate"]].user_attrs["knobs"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -65,6 +83,7 @@ def test_three_workers_finish_exactly_n_trials(tmp_path, storage):
         kept = counted(trials)
         assert len(kept) == n_trials
         assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in kept)
+        check_validation_stage(trials)
         assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
         roles = [t.user_attrs["role"] for t in kept]
         assert roles.count("baseline") == 1 and roles.count("paper") == 1
@@ -78,12 +97,13 @@ def test_three_workers_finish_exactly_n_trials(tmp_path, storage):
 
 
 @pytest.mark.slow
-def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path):
+@pytest.mark.parametrize("stage", ["search", "validation"])
+def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path, stage):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     study_name = "crash"
-    n_trials = 5
-    # Slower trials (more steps) leave time to kill the worker in the middle of one.
-    slow = ("backbone.steps=12", f"study.n_trials={n_trials}")
+    n_trials = 5 if stage == "search" else 3
+    # Slower trials (more steps, more held-out clips) leave time to kill the worker in the middle of one.
+    slow = ("backbone.steps=12", f"study.n_trials={n_trials}", "validation.seeds=[7,8,9]")
     first = start_worker(tmp_path, storage, study_name, 0, *slow)
     deadline = time.monotonic() + 300
     victim = None
@@ -95,9 +115,14 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path):
             trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
         except KeyError:  # the study does not exist yet
             trials = []
+        except sqlalchemy.exc.OperationalError:  # frozen in the middle of a write, the worker holds the lock
+            trials = []
         # The victim must be generating: a trial caught before its knobs are suggested has no params to retry with.
         if any(t.state == TrialState.COMPLETE for t in trials):
-            victim = next((t for t in trials if t.state == TrialState.RUNNING and t.params), None)
+            victim = next((
+                t for t in trials
+                if t.state == TrialState.RUNNING and t.params and (t.user_attrs.get("role") == "validation") == (stage == "validation")
+            ), None)
         if victim is None:
             first.send_signal(signal.SIGCONT)
     assert victim is not None, "the worker finished or stalled before a trial could be interrupted"
@@ -119,17 +144,20 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(tmp_path):
     assert len(retries) == 1
     retry = retries[0]
     assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
-    assert retry.params == victim.params and retry.user_attrs["role"] == victim.user_attrs["role"]
+    assert retry.params == victim.params
+    assert {k: retry.user_attrs.get(k) for k in ("role", "reference", "candidate")} == {
+        k: victim.user_attrs.get(k) for k in ("role", "reference", "candidate")
+    }
     for number, values in finished_before.items():
         assert by_number[number].state == TrialState.COMPLETE and by_number[number].values == values
     assert len(counted(trials)) == n_trials
+    check_validation_stage(trials)
 
 
 def test_a_worker_that_loses_the_race_to_create_the_schema_opens_the_storage(tmp_path, monkeypatch):
-    import sqlalchemy
     from optuna.storages._rdb.storage import _VersionManager
 
-    from vboost.sweep.loop import open_storage
+    from vboost.sweep.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'new.db'}"
     init = _VersionManager._init_alembic
@@ -172,4 +200,6 @@ def test_a_multirun_over_sampler_seeds_is_workers_of_one_study(tmp_path):
     assert result.returncode == 0, result.stderr
     [db] = (tmp_path / "outputs").glob("*/study.db")
     [name] = optuna.get_all_study_names(f"sqlite:///{db}")
-    assert len(counted(optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials())) == 4
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials()
+    assert len(counted(trials)) == 4
+    check_validation_stage(trials)

@@ -1,118 +1,35 @@
-"""``vboost.export`` and presets, checked against a study built here directly with Optuna.
-
-The study mimics what ``python -m vboost.sweep`` leaves in ``outputs/<study>/``; the expected Pareto set,
-values and parameters come from the numbers written here, not from the code under test.
-"""
+"""``vboost.export`` and presets, checked against a study built directly with Optuna (tests/study_builder.py): the
+expected candidates, values and parameters come from the numbers written there, not from the code under test."""
 
 from __future__ import annotations
 
 import json
 import runpy
 import sys
-from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
-import optuna
 import pytest
 import torch
 
-from vboost.export import export_study, mask_url
+from vboost.export import export_study
 from vboost.export.__main__ import main as export_main
 from vboost.methods.enhance_a_video import EnhanceAVideo
 from vboost.methods.preset import ObjectiveValue, Preset
+from vboost.secrets import mask_url
 
-SECRET = "s3cretPW"
-STORAGE_WITH_PASSWORD = f"postgresql://vboost:{SECRET}@db.example.org:5432/sweeps"
-PROMPTS = ["a cat runs on the beach", "a red car at night"]
-SEEDS = [0, 1]
-OBJECTIVES = [("proxy/temporal_flickering", "maximize"), ("proxy/dynamic_degree", "maximize")]
-NUM_FRAMES, STEPS, HEIGHT, WIDTH = 9, 2, 32, 48
-LATENT_FRAMES = (NUM_FRAMES - 1) // 4 + 1
-# trial number -> (role, weight, aggregated objective values, frames per clip)
-TRIALS = {
-    0: ("baseline", None, (0.90, 0.30), 5),
-    1: ("paper", 3.4, (0.91, 0.33), 5),
-    2: ("search", 1.0, (0.905, 0.31), 5),
-    3: ("search", 6.0, (0.95, 0.20), 5),
-    4: ("search", 2.0, (0.89, 0.28), 5),
-    5: ("search", 4.0, (0.94, 0.40), 6),  # longer clips: the side-by-side must pad the others
-    6: ("search", 0.5, (0.92, 0.35), 5),
-    7: ("search", 8.0, (0.80, 0.45), 5),
-}
-WITH_VIDEO_FILES = (0, 1, 5)  # baseline, paper default and the best setting
-
-
-def pareto_numbers() -> set[int]:
-    """Trials no other trial (the baseline included) beats on both objectives, by brute force; baseline left out."""
-    values = {n: v for n, (_, _, v, _) in TRIALS.items()}
-    front = {
-        n for n, v in values.items()
-        if not any(all(o >= s for o, s in zip(other, v)) and other != v for m, other in values.items() if m != n)
-    }
-    return front - {0}
-
-
-def clip(trial: int, prompt_index: int, seed: int, num_frames: int) -> np.ndarray:
-    """A smooth synthetic clip (smooth so that H.264 keeps it close), different per trial, prompt and seed."""
-    t, y, x, c = np.meshgrid(np.arange(num_frames), np.arange(HEIGHT), np.arange(WIDTH), np.arange(3), indexing="ij")
-    value = 30 + 12 * t + 2 * x + 1.5 * y + 25 * c + 9 * trial + 20 * prompt_index + 7 * seed
-    return np.clip(value, 0, 255).astype(np.uint8)
-
-
-def per_video_scores(trial: int) -> dict[tuple[str, int], dict[str, float]]:
-    """Per-clip scores scattered around the trial's aggregate (a fixed generator per trial)."""
-    rng = np.random.default_rng(100 + trial)
-    values = TRIALS[trial][2]
-    return {
-        (prompt, seed): {name: float(values[i] + rng.normal(0, 0.02)) for i, (name, _) in enumerate(OBJECTIVES)}
-        for prompt in PROMPTS for seed in SEEDS
-    }
-
-
-def build_sweep_dir(root: Path, name: str = "tiny_cogvideox-enhance_a_video-proxy", objectives=OBJECTIVES, backbone="cogvideox") -> Path:
-    """``<root>/<name>/`` as ``python -m vboost.sweep`` leaves it: ``study.db`` (with the run context as study user
-    attrs) and ``videos/``."""
-    study_dir = root / name
-    study_dir.mkdir(parents=True)
-    study = optuna.create_study(
-        study_name=name, storage=f"sqlite:///{study_dir / 'study.db'}", directions=[d for _, d in objectives]
-    )
-    context = {
-        "targets": [n for n, _ in objectives], "method": "enhance_a_video", "backbone": backbone,
-        "checkpoint": "/models/CogVideoX-2b", "num_frames": NUM_FRAMES, "steps": STEPS, "fps": 8,
-        "prompts": PROMPTS, "seeds": SEEDS,
-        "storage": STORAGE_WITH_PASSWORD,  # no sweep stores it; a password anywhere in attrs must still be masked
-    }
-    for key, value in context.items():
-        study.set_user_attr(key, value)
-    for number, (role, weight, values, frames) in TRIALS.items():
-        video_scores = {}
-        for p in range(len(PROMPTS)):
-            for seed in SEEDS:
-                key = f"p{p}_s{seed}"
-                if number in WITH_VIDEO_FILES:
-                    path = study_dir / "videos" / f"trial_{number:04d}" / f"{key}.mp4"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    imageio.mimwrite(path, list(clip(number, p, seed, frames)), fps=8, codec="libx264",
-                                     macro_block_size=1, ffmpeg_params=["-crf", "0"])
-                video_scores[key] = per_video_scores(number)[(PROMPTS[p], seed)]
-        scores = {n: values[i] for i, (n, _) in enumerate(objectives)}
-        attrs = {"role": role, "scores": scores, "video_scores": video_scores, "fail_note": f"retried on {STORAGE_WITH_PASSWORD}"}
-        params, dists = {}, {}
-        if weight is not None:
-            # The search space is weight / F (per latent frame); the method's kwargs are in the knobs attr.
-            params = {"weight": weight / LATENT_FRAMES}
-            dists = {"weight": optuna.distributions.FloatDistribution(0.02, 3.0, log=True)}
-            attrs["knobs"] = {"weight": weight, "start": 0.0, "end": 1.0, "layers": None}
-        study.add_trial(optuna.trial.create_trial(
-            values=list(values[: len(objectives)]), params=params, distributions=dists, user_attrs=attrs
-        ))
-    return study_dir
-
-
-def all_written_text(directory: Path) -> str:
-    return "\n".join(p.read_bytes().decode("latin-1") for p in directory.rglob("*") if p.is_file() and p.suffix != ".db")
+from study_builder import (
+    CANDIDATES,
+    NUM_FRAMES,
+    OBJECTIVES,
+    RECOMMENDED,
+    SECRET,
+    STEPS,
+    STORAGE_WITH_PASSWORD,
+    TRIALS,
+    all_written_text,
+    build_sweep_dir,
+)
 
 
 # --- presets ---------------------------------------------------------------------------------------------
@@ -151,13 +68,14 @@ def test_preset_errors_name_the_bad_value(tmp_path):
 
 # --- export ----------------------------------------------------------------------------------------------
 
-def test_export_writes_every_pareto_member_with_loadable_presets(tmp_path):
+def test_export_writes_the_recommended_setting_and_the_other_candidates_as_alternatives(tmp_path):
     study_dir = build_sweep_dir(tmp_path)
-    exported = export_study(study_dir)
-    assert {item.trial for item in exported} == pareto_numbers() == {3, 5, 7}
+    export = export_study(study_dir)
+    assert export.recommended.trial == RECOMMENDED and export.recommended.status == "recommended"
+    assert [(a.trial, a.status) for a in export.alternatives] == [(n, "not recommended") for n in CANDIDATES if n != RECOMMENDED]
     baseline_values = TRIALS[0][2]
-    for item in exported:
-        folder = study_dir / "export" / f"trial_{item.trial:04d}"
+    for item, folder in [(export.recommended, study_dir / "export" / "recommended"),
+                         *[(a, study_dir / "export" / "alternatives" / f"trial_{a.trial:04d}") for a in export.alternatives]]:
         for name in ("preset.yaml", "preset.json", "diffusers_vboost.py", "comfyui.json", "README.md"):
             assert (folder / name).is_file(), name
         assert not (folder / "diffusers_native.py").exists()  # diffusers has no Enhance-A-Video
@@ -170,14 +88,34 @@ def test_export_writes_every_pareto_member_with_loadable_presets(tmp_path):
             assert [(o.name, o.direction, o.value, o.baseline) for o in preset.objectives] == [
                 (n, d, TRIALS[item.trial][2][i], baseline_values[i]) for i, (n, d) in enumerate(OBJECTIVES)
             ]
+        readme = (folder / "README.md").read_text()
+        assert ("**RECOMMENDED.**" in readme) == (item.status == "recommended")
+        assert ("**NOT RECOMMENDED.**" in readme) == (item.status == "not recommended")
     index = (study_dir / "export" / "README.md").read_text()
-    assert all(f"trial_{n:04d}/README.md" in index for n in (3, 5, 7))
+    assert "Use [`recommended/`]" in index and "alternatives/trial_0001/README.md" in index
+
+
+def test_export_of_an_unvalidated_study_recommends_nothing(tmp_path):
+    study_dir = build_sweep_dir(tmp_path, validated=False)
+    export = export_study(study_dir)
+    assert export.recommended is None and not (study_dir / "export" / "recommended").exists()
+    assert [(a.trial, a.status) for a in export.alternatives] == [(n, "unvalidated") for n in CANDIDATES]
+    assert "**No recommendation**" in (study_dir / "export" / "README.md").read_text()
+    assert "**UNVALIDATED.**" in (study_dir / "export" / "alternatives" / "trial_0005" / "README.md").read_text()
+
+
+def test_a_new_export_replaces_an_old_one(tmp_path):
+    study_dir = build_sweep_dir(tmp_path, validated=False)
+    export_study(study_dir)
+    (study_dir / "export" / "trial_0003").mkdir()  # what an earlier version wrote
+    export_study(study_dir)
+    assert sorted(p.name for p in (study_dir / "export").iterdir()) == ["README.md", "alternatives"]
 
 
 def test_comfyui_values_and_notes(tmp_path):
     study_dir = build_sweep_dir(tmp_path, backbone="wan")
     export_study(study_dir, out=tmp_path / "out")
-    comfy = json.loads((tmp_path / "out" / "trial_0005" / "comfyui.json").read_text())
+    comfy = json.loads((tmp_path / "out" / "recommended" / "comfyui.json").read_text())
     nodes = {node["node"]: node for node in comfy["nodes"]}
     assert nodes["WanVideoEnhanceAVideo"]["inputs"] == {"weight": 4.0, "start_percent": 0.0, "end_percent": 1.0}
     assert any("DIFFERENT QUANTITY" in note for note in nodes["WanVideoEnhanceAVideo"]["notes"])
@@ -225,7 +163,7 @@ def tiny_cogvideox_dir(tmp_path_factory):
 def test_diffusers_snippet_runs_and_applies_the_setting(tmp_path, tiny_cogvideox_dir, monkeypatch):
     study_dir = build_sweep_dir(tmp_path)
     export_study(study_dir)
-    snippet = study_dir / "export" / "trial_0005" / "diffusers_vboost.py"
+    snippet = study_dir / "export" / "recommended" / "diffusers_vboost.py"
 
     # As a script: loads the local pipeline, generates, writes an mp4.
     out_mp4 = tmp_path / "snippet.mp4"

@@ -1,20 +1,25 @@
-"""``vboost.report`` on a study built directly with Optuna (see ``build_sweep_dir`` in test_export.py)."""
+"""``vboost.report`` on a study built directly with Optuna (tests/study_builder.py); every number the report shows is
+recomputed here from the per-clip scores written there."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
+from scipy import stats
 
-from test_export import (
-    HEIGHT, OBJECTIVES, PROMPTS, SECRET, SEEDS, TRIALS, WIDTH, all_written_text, build_sweep_dir, clip, per_video_scores,
+from study_builder import (
+    CANDIDATES, HEIGHT, HELD_OUT_PROMPTS, HELD_OUT_SEEDS, OBJECTIVES, RECOMMENDED, SECRET, TRIALS,
+    VALIDATION, WIDTH, all_written_text, build_sweep_dir, clip, per_video_scores,
 )
 from vboost.report import label_band, make_report, side_by_side
 from vboost.report.__main__ import main as report_main
 from vboost.report._video import read_video
 
-BEST = 5  # on the front, and far better than the baseline on both objectives (3 and 7 trade one for the other)
+VALIDATION_OF = {candidate: number for number, (candidate, _) in VALIDATION.items()}
 
 
 @pytest.fixture(scope="module")
@@ -41,46 +46,78 @@ def test_side_by_side_layout_and_pixels():
 
 def test_report_files(report):
     assert Image.open(report.pareto_png).size[0] > 100
+    assert Image.open(report.effects_png).size[0] > 100
     page = report.html.read_text()
     assert "Pareto front" in page and "Parallel coordinates" in page and "Parameter importances" in page
     assert page.count("plotly.js v") <= 1  # the library is inlined once
     assert report.summary.read_text().startswith("# Report of study")
 
 
-def test_report_side_by_side_videos(report):
-    assert len(report.side_by_side) == len(PROMPTS)
+def test_report_side_by_side_videos_show_the_held_out_clips_of_baseline_paper_and_recommended(report):
+    assert len(report.side_by_side) == len(HELD_OUT_PROMPTS)
     band = label_band(HEIGHT)
+    panels = [VALIDATION_OF[0], VALIDATION_OF[1], VALIDATION_OF[RECOMMENDED]]
     for index, (mp4, gif) in enumerate(sorted(report.side_by_side)):
-        seed = min(SEEDS)
-        sources = [clip(trial, index, seed, TRIALS[trial][3]) for trial in (0, 1, BEST)]
+        seed = min(HELD_OUT_SEEDS)
+        sources = [clip(trial, index, seed, TRIALS[VALIDATION[trial][0]][3]) for trial in panels]
         frames = read_video(mp4)
         assert frames.shape == (max(len(s) for s in sources), band + HEIGHT, 3 * WIDTH, 3)
         assert read_video(gif).shape == frames.shape
-        # H.264 is lossy: each decoded panel must still be the source clip (padded with its last frame) to within noise.
+        # H.264 is lossy: each decoded panel must be its own source clip (padded with its last frame) and be
+        # clearly farther from every other panel's source.
         for i, source in enumerate(sources):
-            padded = np.concatenate([source, np.repeat(source[-1:], len(frames) - len(source), axis=0)])
             panel = frames[:, band:, i * WIDTH:(i + 1) * WIDTH].astype(float)
-            assert np.abs(panel - padded).mean() < 3.0
+
+            def distance(other: np.ndarray) -> float:
+                padded = np.concatenate([other, np.repeat(other[-1:], len(frames) - len(other), axis=0)])
+                return float(np.abs(panel - padded).mean())
+
+            assert distance(source) < 3.0
+            assert all(distance(other) > 3 * distance(source) + 3.0 for j, other in enumerate(sources) if j != i)
 
 
-def test_summary_matches_an_independent_pandas_computation(report):
-    rows = []
-    for trial in (0, BEST):
-        for (prompt, seed), scores in per_video_scores(trial).items():
-            rows += [{"trial": trial, "prompt": prompt, "seed": seed, "objective": k, "score": v} for k, v in scores.items()]
-    table = pd.DataFrame(rows).pivot_table(index=["objective", "prompt", "seed"], columns="trial", values="score")
-    diff = (table[BEST] - table[0]).groupby(level="objective")
-    expected = pd.DataFrame({"mean": diff.mean(), "std": diff.std(), "n": diff.size(), "improved": diff.apply(lambda d: int((d > 0).sum()))})
+def expected_effect(trial: int, name: str, confidence: float) -> tuple[float, float, float]:
+    """Mean and t interval of the held-out per-clip differences of ``trial``'s validation vs the baseline's."""
+    ours, theirs = per_video_scores(VALIDATION_OF[trial]), per_video_scores(VALIDATION_OF[0])
+    diffs = np.array([ours[k][name] - theirs[k][name] for k in sorted(ours)])
+    half = stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+    return diffs.mean(), diffs.mean() - half, diffs.mean() + half
 
+
+def test_summary_json_holds_the_decision_recomputed_independently(report):
+    summary = json.loads(report.summary_json.read_text())
+    assert summary["recommendation"]["trial"] == RECOMMENDED
+    assert [c["trial"] for c in summary["candidates"]] == list(CANDIDATES)
+    level = 1 - 0.05 / len(CANDIDATES)
+    assert summary["corrected_confidence"] == pytest.approx(level)
+    for candidate in summary["candidates"]:
+        assert candidate["validation_trial"] == VALIDATION_OF[candidate["trial"]]
+        for name, _ in OBJECTIVES:
+            effect = candidate["effects"][name]
+            assert (effect["mean"], effect["low"], effect["high"]) == pytest.approx(expected_effect(candidate["trial"], name, level))
+            assert effect["n"] == len(HELD_OUT_PROMPTS) * len(HELD_OUT_SEEDS)
+        # The search-stage effect: the same statistics on the search clips, uncorrected.
+        ours, theirs = per_video_scores(candidate["trial"]), per_video_scores(0)
+        diffs = [ours[k][OBJECTIVES[0][0]] - theirs[k][OBJECTIVES[0][0]] for k in sorted(ours)]
+        assert candidate["search_effects"][OBJECTIVES[0][0]]["mean"] == pytest.approx(np.mean(diffs))
+    assert summary["recommendation"]["effects"][OBJECTIVES[0][0]]["low"] > 0
+    paper = next(c for c in summary["candidates"] if c["role"] == "paper")
+    assert paper["rejected"] and not paper["recommended"]
+
+
+def test_summary_markdown_leads_with_the_recommendation_and_shows_both_stages(report):
     text = report.summary.read_text()
-    assert f"Best setting: trial {BEST}" in text
-    section = text.split(f"## Best (trial {BEST}) vs baseline")[1].split("##")[0]
-    for name, _ in OBJECTIVES:
-        row = expected.loc[name]
-        line = next(line for line in section.splitlines() if line.startswith(f"| {name} |"))
-        assert f"{row['mean']:+.4g} ± {row['std']:.3g}" in line
-        assert f"| {int(row['improved'])}/{int(row['n'])} |" in line
-        assert int(row["n"]) == len(PROMPTS) * len(SEEDS)
+    head = text.split("## How it was decided")[0]
+    assert "**Use `weight=4.0" in head and f"trial {RECOMMENDED}" in head
+    rows = [line for line in text.splitlines() if line.startswith(f"| {RECOMMENDED} |")]
+    mean, low, high = expected_effect(RECOMMENDED, OBJECTIVES[0][0], 1 - 0.05 / len(CANDIDATES))
+    assert rows and f"{mean:+.4g} [{low:+.4g}, {high:+.4g}]" in rows[0]
+    # The per-clip table of the recommended setting, each difference recomputed.
+    ours, theirs = per_video_scores(VALIDATION_OF[RECOMMENDED]), per_video_scores(VALIDATION_OF[0])
+    for (prompt, seed), scores in ours.items():
+        name = OBJECTIVES[0][0]
+        assert f"| {prompt} | {seed} | {theirs[(prompt, seed)][name]:.4g} | {scores[name]:.4g} | " \
+               f"{scores[name] - theirs[(prompt, seed)][name]:+.4g} |" in text
 
 
 def test_no_password_in_report_files(report, capsys):
@@ -89,13 +126,16 @@ def test_no_password_in_report_files(report, capsys):
     assert SECRET not in all_written_text(report.directory.parent / "again") + capsys.readouterr().out
 
 
-def test_single_objective_study_with_few_trials(tmp_path):
-    study_dir = build_sweep_dir(tmp_path, objectives=OBJECTIVES[:1])
+def test_an_unvalidated_single_objective_study_says_no_recommendation(tmp_path):
+    study_dir = build_sweep_dir(tmp_path, objectives=OBJECTIVES[:1], validated=False)
     report = make_report(study_dir, out=tmp_path / "r")
     page = report.html.read_text()
     assert "Optimisation history" in page
-    # the best of one objective is trial 3 (0.95); its clips were not kept, so its panel is left out and noted
-    assert "Best setting: trial 3" in report.summary.read_text()
+    summary = json.loads(report.summary_json.read_text())
+    assert summary["recommendation"] is None and "validation stage has not completed" in summary["reason"]
+    # One objective: the three best by value (3, 5, 6) and the paper's setting, none validated.
+    assert [c["trial"] for c in summary["candidates"]] == [3, 5, 6, 1]
+    assert "**No recommendation.**" in report.summary.read_text()
+    # Panels: baseline, paper default and the first candidate (3), whose clips were not kept: left out and noted.
+    assert any("not recommended video" in note and "missing" in note for note in report.notes)
     assert report.pareto_png.is_file()
-    assert any("best video" in note and "missing" in note for note in report.notes)
-    assert all(read_video(mp4).shape[2] == 2 * WIDTH for mp4, _ in report.side_by_side)

@@ -1,5 +1,6 @@
 """End-to-end: the real ``python -m vboost.sweep`` on tiny backbones, in temporary directories."""
 
+import json
 import os
 import signal
 import subprocess
@@ -18,9 +19,10 @@ from vboost.methods.preset import Preset
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "prompts.prompts=[a cat walks on the beach]"
-# The smallest run that still exercises everything: one prompt, one seed, two denoising steps, 9 frames at 32x32.
+# The smallest run that still exercises everything: one prompt, one seed, two denoising steps, 9 frames at 32x32,
+# and two held-out clips per validation trial.
 TINY = ["backbone.steps=2", "backbone.num_frames=9", "backbone.height=32", "backbone.width=32", PROMPT,
-        "study.heartbeat_interval=null"]
+        "study.heartbeat_interval=null", "validation.prompts=[a dog runs on the beach]", "validation.seeds=[1,2]"]
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 STUDY = "tiny_cogvideox-enhance_a_video-motion_vs_consistency"
 LATENT_FRAMES = (9 - 1) // 4 + 1  # 9 frames, CogVideoX's 4x temporal VAE
@@ -45,11 +47,12 @@ def base(tmp_path_factory):
     return cwd, result
 
 
-def test_study_runs_references_first_then_searches(base):
+def test_study_runs_references_first_then_searches_then_validates(base):
     cwd, result = base
     trials = load(cwd).get_trials()
-    assert [t.user_attrs["role"] for t in trials] == ["baseline", "paper", "search"]
-    baseline, paper, searched = trials
+    search = [t for t in trials if t.user_attrs["role"] != "validation"]
+    assert [t.user_attrs["role"] for t in search] == ["baseline", "paper", "search"]
+    baseline, paper, searched = search
     assert baseline.state == TrialState.COMPLETE and baseline.params == {} and "knobs" not in baseline.user_attrs
     assert paper.state == TrialState.COMPLETE
     # The paper trial runs Enhance-A-Video's published CogVideoX weight, searched as weight / F.
@@ -60,10 +63,19 @@ def test_study_runs_references_first_then_searches(base):
     assert 0.02 <= sample <= 1.5 and searched.user_attrs["knobs"]["weight"] == pytest.approx(sample * LATENT_FRAMES)
     # Two objectives, as configured, never NaN.
     assert len(baseline.values) == 2 and all(v == v for t in (baseline, paper) for v in t.values)
+    # The validation stage comes after every search trial: the baseline first, the paper's setting always.
+    validation = trials[3:]
+    assert [t.user_attrs["role"] for t in validation] == ["validation"] * len(validation)
+    assert validation[0].user_attrs["candidate"] == baseline.number and "knobs" not in validation[0].user_attrs
+    assert paper.number in [t.user_attrs["candidate"] for t in validation]
+    assert min(t.datetime_start for t in validation) > max(t.datetime_complete for t in search)
+    for t in validation:
+        assert t.state == TrialState.COMPLETE and set(t.user_attrs["video_scores"]) == {"p0_s1", "p0_s2"}
     assert str(cwd / "outputs" / STUDY) in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("recommendation: ")
 
 
-def test_results_directory_holds_videos_table_and_presets(base):
+def test_results_directory_holds_videos_table_and_the_decision(base):
     cwd, _ = base
     out = cwd / "outputs" / STUDY
     frames = iio.imread(out / "videos" / "trial_0000" / "p0_s0.mp4")
@@ -75,10 +87,15 @@ def test_results_directory_holds_videos_table_and_presets(base):
     base_value = trials[0].values[0]
     expected = (paper.values[0] - base_value) / abs(base_value)
     assert table.loc[1, "dynamic_degree_magnitude_vs_baseline"] == pytest.approx(expected)
-    pareto = {t.number for t in load(cwd).best_trials} - {0}
-    presets = sorted((out / "export").glob("trial_*/preset.yaml"))
-    assert {Preset.load(p).trial for p in presets} == pareto
-    for path in presets:
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    presets = {Preset.load(p).trial for p in (out / "export").glob("*/preset.yaml")}
+    presets |= {Preset.load(p).trial for p in (out / "export").glob("alternatives/*/preset.yaml")}
+    # Every validated candidate is exported: the recommended one under recommended/, the others as alternatives.
+    assert presets == {c["trial"] for c in summary["candidates"]}
+    recommended = summary["recommendation"]
+    assert (out / "export" / "recommended").is_dir() == (recommended is not None)
+    assert list(table.loc[table["recommended"], "number"]) == ([] if recommended is None else [recommended["trial"]])
+    for path in (out / "export").rglob("preset.yaml"):
         preset = Preset.load(path)
         assert preset.params == {**preset.params, **trials[preset.trial].user_attrs["knobs"]}
         assert preset.build().params() == preset.params
@@ -87,12 +104,13 @@ def test_results_directory_holds_videos_table_and_presets(base):
 def test_preset_round_trip_is_evaluated_as_an_enqueued_trial(base, tmp_path):
     cwd, _ = base
     export = cwd / "outputs" / STUDY / "export"
-    presets = sorted(export.glob("trial_*/preset.yaml"))
-    assert presets, "the base study has a best setting besides the baseline"
+    presets = sorted(export.glob("recommended/preset.yaml")) + sorted(export.glob("alternatives/trial_*/preset.yaml"))
+    assert presets, "the base study exports at least the paper's setting"
     chosen = [Preset.load(p) for p in presets]
     # The whole export directory goes back in: each of its presets becomes an enqueued trial.
     n_trials = 1 + len(presets)
-    result = sweep(tmp_path, f"presets=[{export}]", f"study.n_trials={n_trials}", "~method.paper_defaults.cogvideox")
+    result = sweep(tmp_path, f"presets=[{export}]", f"study.n_trials={n_trials}", "~method.paper_defaults.cogvideox",
+                   "validation.top_k=0")
     assert result.returncode == 0, result.stderr
     trials = load(tmp_path).get_trials()
     assert [t.user_attrs["role"] for t in trials] == ["baseline"] + ["preset"] * len(presets)
@@ -109,12 +127,20 @@ def test_resume_adds_trials_and_redoes_none(base):
     result = sweep(cwd, "study.n_trials=4")
     assert result.returncode == 0, result.stderr
     after = load(cwd).get_trials()
-    assert len(after) == 4
-    assert [(t.number, t.datetime_start, t.values) for t in after[:3]] == [(t.number, t.datetime_start, t.values) for t in before]
+    search = [t for t in after if t.user_attrs["role"] != "validation" and not t.user_attrs.get("surplus")]
+    assert len(search) == 4
+    assert [(t.number, t.datetime_start, t.values) for t in after[: len(before)]] == [
+        (t.number, t.datetime_start, t.values) for t in before
+    ]
     assert [t.user_attrs["role"] for t in after].count("baseline") == 1
-    # A full study resumes to nothing: no new trial.
-    assert sweep(cwd, "study.n_trials=4").returncode == 0
-    assert len(load(cwd).get_trials()) == 4
+    # The grown search stage is validated again: finished validation trials of candidates still chosen are reused.
+    validated = [t for t in after if t.user_attrs["role"] == "validation" and t.state == TrialState.COMPLETE]
+    keys = [t.user_attrs["reference"] for t in validated]
+    assert len(keys) == len(set(keys))
+    # A full study resumes to nothing: no new trial, no model loaded.
+    again = sweep(cwd, "study.n_trials=4")
+    assert again.returncode == 0 and len(load(cwd).get_trials()) == len(after)
+    assert "trial " not in again.stdout.split("study ")[0]
 
 
 def test_multirun_makes_one_study_per_compatible_pair(tmp_path):
@@ -177,7 +203,8 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "vboost.sweep", f"output_dir={tmp_path / 'outputs'}", *TINY, "study.n_trials=3"]
+    cmd = [sys.executable, "-m", "vboost.sweep", f"output_dir={tmp_path / 'outputs'}", *TINY, "study.n_trials=3",
+           "validation.top_k=0"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if line.startswith("trial   0"):  # the baseline is done: interrupt the paper trial once it runs
@@ -191,7 +218,7 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes(tmp_path):
     assert not load(tmp_path).get_trials(states=(TrialState.RUNNING,)), "no trial is left running"
     failed = [t for t in interrupted if t.state == TrialState.FAIL]
     assert len(failed) == 1 and "KeyboardInterrupt" in failed[0].user_attrs["fail_reason"]
-    result = sweep(tmp_path, f"study.n_trials={len(interrupted) + 1}")
+    result = sweep(tmp_path, f"study.n_trials={len(interrupted) + 1}", "validation.top_k=0")
     assert result.returncode == 0, result.stderr
     resumed = load(tmp_path).get_trials(states=COUNTED)
     # One more trial; nothing that was there is redone or changed.
@@ -206,11 +233,17 @@ def test_single_objective_with_a_constraint_against_the_baseline(tmp_path):
     study = load(tmp_path, "tiny_cogvideox-enhance_a_video-motion_within_consistency")
     assert len(study.directions) == 1
     trials = study.get_trials()
-    base = trials[0].user_attrs["scores"]["proxy/subject_consistency"]
+    # Each stage's constraint is relative to its own baseline: the search's, or the held-out baseline trial.
+    record = "proxy/subject_consistency"
+    search_baseline = trials[0]
+    held_out_baseline = next(t for t in trials if t.user_attrs["role"] == "validation" and t.user_attrs["candidate"] == 0)
     for t in trials:
         if t.state == TrialState.COMPLETE:
-            value = t.user_attrs["scores"]["proxy/subject_consistency"]
+            baseline = held_out_baseline if t.user_attrs["role"] == "validation" else search_baseline
+            base = baseline.user_attrs["scores"][record]
+            value = t.user_attrs["scores"][record]
             assert t.user_attrs["constraints"] == pytest.approx([0.99 * base - value])
+            assert t.constraints == pytest.approx({record: 0.99 * base - value})  # what Optuna's samplers read
     table = pd.read_csv(tmp_path / "outputs" / study.study_name / "trials.csv")
     assert bool(table.loc[0, "feasible"])
 
@@ -223,7 +256,7 @@ def test_real_checkpoint_config_loads_weights_from_a_local_directory(tmp_path):
     CogVideoXBackbone.tiny().save_pretrained(weights)
     result = sweep(
         tmp_path, "backbone=cogvideox_2b", f"backbone.weights={weights}", "backbone.dtype=float32",
-        "backbone.num_frames=9", "backbone.height=32", "backbone.width=32", "study.n_trials=2",
+        "backbone.num_frames=9", "backbone.height=32", "backbone.width=32", "study.n_trials=2", "validation.top_k=0",
     )
     assert result.returncode == 0, result.stderr
     study = load(tmp_path, "cogvideox_2b-enhance_a_video-motion_vs_consistency")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -26,8 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPT = "a cat walks on the beach"
 SEEDS = [0, 1]
 NUM_FRAMES, HEIGHT, WIDTH = 9, 32, 32
+HELD_OUT = "a dog runs on the beach"
 TINY = ["backbone.steps=2", f"backbone.num_frames={NUM_FRAMES}", f"backbone.height={HEIGHT}", f"backbone.width={WIDTH}",
-        f"prompts.prompts=[{PROMPT}]", "study.heartbeat_interval=null"]
+        f"prompts.prompts=[{PROMPT}]", "study.heartbeat_interval=null", f"validation.prompts=[{HELD_OUT}]",
+        "validation.seeds=[5,6]"]
 STUDY = "tiny_cogvideox-enhance_a_video-motion_vs_consistency"
 TARGETS = ["proxy/dynamic_degree_magnitude", "proxy/subject_consistency"]
 TINY_COGVIDEOX = yaml.safe_load((REPO / "conf" / "backbone" / "tiny_cogvideox.yaml").read_text())
@@ -63,27 +66,33 @@ def test_per_video_scores_and_the_run_context_are_in_the_study(wandb_sweep):
         "method": "enhance_a_video", "backbone": TINY_COGVIDEOX["family"], "checkpoint": TINY_COGVIDEOX["weights"],
         "num_frames": NUM_FRAMES, "steps": 2, "fps": TINY_COGVIDEOX["fps"], "prompts": [PROMPT], "seeds": SEEDS,
     }
+    assert (study.user_attrs["validation_prompts"], study.user_attrs["validation_seeds"]) == ([HELD_OUT], [5, 6])
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         per_video = trial.user_attrs["video_scores"]
         files = {p.stem for p in (cwd / "outputs" / STUDY / "videos" / f"trial_{trial.number:04d}").glob("*.mp4")}
-        assert set(per_video) == files == {f"p0_s{seed}" for seed in SEEDS}
+        seeds = [5, 6] if trial.user_attrs["role"] == "validation" else SEEDS
+        assert set(per_video) == files == {f"p0_s{seed}" for seed in seeds}
         # Equal-length clips: both objectives aggregate as the plain mean over clips.
         for value, record in zip(trial.values, TARGETS):
             assert value == pytest.approx(np.mean([scores[record] for scores in per_video.values()]))
 
 
-def test_report_summary_uses_the_per_video_differences(wandb_sweep):
-    cwd, _ = wandb_sweep
+def test_the_decision_reads_the_per_clip_differences_of_the_validation_trials(wandb_sweep):
+    cwd, result = wandb_sweep
     study = load(cwd)
-    summary = (cwd / "outputs" / STUDY / "report" / "summary.md").read_text()
-    best = int(summary.split("Best setting: trial ")[1].split(" ")[0])
+    summary = json.loads((cwd / "outputs" / STUDY / "report" / "summary.json").read_text())
     trials = study.get_trials()
-    ours, base = trials[best].user_attrs["video_scores"], trials[0].user_attrs["video_scores"]
-    section = summary.split(f"## Best (trial {best}) vs baseline (trial 0)")[1].split("##")[0]
-    for record in TARGETS:
-        diff = pd.Series([ours[key][record] - base[key][record] for key in sorted(base)])
-        line = next(line for line in section.splitlines() if line.startswith(f"| {record} |"))
-        assert f"{diff.mean():+.4g} ± {diff.std():.3g} | {len(SEEDS)} |" in line
+    held_out_baseline = trials[summary["baseline_validation_trial"]]
+    assert held_out_baseline.user_attrs["candidate"] == summary["baseline_trial"] == 0
+    for candidate in summary["candidates"]:
+        validation = trials[candidate["validation_trial"]]
+        assert validation.user_attrs["candidate"] == candidate["trial"]
+        ours, base = validation.user_attrs["video_scores"], held_out_baseline.user_attrs["video_scores"]
+        for record in TARGETS:
+            diff = [ours[key][record] - base[key][record] for key in sorted(base)]
+            assert candidate["effects"][record]["mean"] == pytest.approx(np.mean(diff))
+            assert candidate["effects"][record]["n"] == 2
+    assert result.stdout.strip().splitlines()[-1].startswith("recommendation: ")
 
 
 def test_trials_table_as_csv_and_parquet(wandb_sweep):
@@ -109,37 +118,44 @@ def test_wandb_offline_runs_hold_each_trials_config_metrics_and_videos(wandb_swe
         assert config["storage"] == f"sqlite:///{out / 'study.db'}"
         summary = summary_of(records)
         assert [summary[record] for record in TARGETS] == pytest.approx(trial.values)
-        for seed in SEEDS:
+        for seed in [5, 6] if trial.user_attrs["role"] == "validation" else SEEDS:
             media = records[0]["run_dir"] / "files" / summary[f"video/p0_s{seed}.path"]
             assert media.read_bytes() == (out / "videos" / f"trial_{trial.number:04d}" / f"p0_s{seed}.mp4").read_bytes()
         assert exit_code_of(records) == 0
     study_run = runs[f"{STUDY}-study"]
     assert summary_of(study_run)["n_trials"] == len(trials)
     (artifact,) = [r["artifact"] for r in study_run if r["type"] == "artifact" and r["artifact"]["type"] == "preset"]
-    exported = sorted(str(p.relative_to(out / "export")) for p in (out / "export").glob("trial_*/preset.*"))
+    exported = sorted(str(p.relative_to(out / "export")) for p in (out / "export").glob("*/**/preset.*"))
     assert exported and sorted(entry["path"] for entry in artifact["manifest"]["contents"]) == exported
 
 
 def test_export_and_report_are_made_at_the_end_of_the_sweep(wandb_sweep):
     cwd, result = wandb_sweep
     out = cwd / "outputs" / STUDY
-    exported = sorted((out / "export").glob("trial_*"))
-    assert {int(d.name.split("_")[1]) for d in exported} == {t.number for t in load(cwd).best_trials} - {0}
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    exported = sorted((out / "export").glob("alternatives/trial_*")) + sorted((out / "export").glob("recommended"))
+    alternatives = {c["trial"] for c in summary["candidates"] if not c["recommended"]}
+    assert {int(d.name.split("_")[1]) for d in exported if d.name != "recommended"} == alternatives
     assert exported and (out / "export" / "README.md").is_file()
     for directory in exported:
         for name in ("preset.yaml", "preset.json", "diffusers_vboost.py", "comfyui.json", "README.md"):
             assert (directory / name).is_file(), directory / name
-    for name in ("pareto.png", "report.html", "summary.md"):
+    for name in ("pareto.png", "effects.png", "report.html", "summary.md", "summary.json"):
         assert (out / "report" / name).is_file(), name
     assert f"report: {out / 'report' / 'summary.md'}" in result.stdout
     (mp4,) = (out / "report" / "side_by_side").glob("*.mp4")
     frames = iio.imread(mp4)
-    assert frames.shape[0] == NUM_FRAMES and frames.shape[2] == 3 * WIDTH  # baseline | paper default | best
+    assert frames.shape[0] == NUM_FRAMES and frames.shape[2] % WIDTH == 0  # baseline | paper default | a candidate
     assert (out / "report" / "side_by_side" / f"{mp4.stem}.gif").is_file()
-    # The first panel, under its label band, is the baseline's first-seed clip (both lossy: compare loosely).
-    baseline = iio.imread(out / "videos" / "trial_0000" / "p0_s0.mp4").astype(float)
+    # The first panel, under its label band, is the held-out baseline's first-seed clip (both lossy): it is closer
+    # to that clip than to the other held-out clips of the baseline and of the candidates.
     panel = frames[:, frames.shape[1] - HEIGHT:, :WIDTH].astype(float)
-    assert np.abs(panel - baseline).mean() < 6.0
+    videos = out / "videos"
+    first = videos / f"trial_{summary['baseline_validation_trial']:04d}" / "p0_s5.mp4"
+    others = [videos / f"trial_{c['validation_trial']:04d}" / "p0_s5.mp4" for c in summary["candidates"]]
+    others.append(first.with_name("p0_s6.mp4"))
+    distance = {path: np.abs(panel - iio.imread(path).astype(float)).mean() for path in [first, *others]}
+    assert distance[first] < min(distance[p] for p in others)
 
 
 @pytest.mark.parametrize(("height", "width"), [(32, 48), (33, 31)])
@@ -189,10 +205,12 @@ def test_videos_as_optuna_artifacts(tmp_path):
     store = optuna.artifacts.FileSystemArtifactStore(out / "artifacts")
     study = load(tmp_path)
     for trial in study.get_trials():
-        (meta,) = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
-        assert (meta.filename, meta.mimetype) == ("p0_s0.mp4", "video/mp4")
-        with store.open_reader(meta.artifact_id) as stored:
-            assert stored.read() == (out / "videos" / f"trial_{trial.number:04d}" / "p0_s0.mp4").read_bytes()
+        metas = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+        assert sorted(m.filename for m in metas) == sorted(f"{key}.mp4" for key in trial.user_attrs["video_scores"])
+        for meta in metas:
+            assert meta.mimetype == "video/mp4"
+            with store.open_reader(meta.artifact_id) as stored:
+                assert stored.read() == (out / "videos" / f"trial_{trial.number:04d}" / meta.filename).read_bytes()
 
 
 def test_a_csv_sweep_never_imports_wandb():
@@ -222,7 +240,8 @@ def test_a_storage_password_is_in_no_output_file_and_no_printed_line(tmp_path, p
         ]
         assert [r.returncode for r in runs[:2]] == [0, 0], runs[0].stderr + runs[1].stderr
         assert runs[2].returncode != 0 and "postgres:***@127.0.0.1" in runs[2].stderr
-        assert len(optuna.load_study(study_name=name, storage=storage).get_trials()) == 2
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+        assert [t.user_attrs["role"] for t in trials if t.user_attrs["role"] != "validation"] == ["baseline", "paper"]
     finally:
         with contextlib.suppress(KeyError):  # KeyError: the first run failed before creating it
             optuna.delete_study(study_name=name, storage=storage)
@@ -230,7 +249,7 @@ def test_a_storage_password_is_in_no_output_file_and_no_printed_line(tmp_path, p
     saved = [p for p in files if p.name == "config.yaml" and p.parent.name == ".hydra"]
     assert saved and all("postgres:***@127.0.0.1" in p.read_text() for p in saved)  # kept, with the password masked
     assert any(p.name == "multirun.yaml" for p in files) and any(p.suffix == ".wandb" for p in files)
-    assert any(p.parent.name == "report" for p in files) and any(p.parent.parent.name == "export" for p in files)
+    assert any(p.parent.name == "report" for p in files) and any(p.name == "preset.yaml" and "export" in p.parts for p in files)
     leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
     printed = [line for r in runs for line in (r.stdout + r.stderr).splitlines() if secret in line]
     assert leaked == [] and printed == []

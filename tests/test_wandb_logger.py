@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-pytest.importorskip("wandb")
-
-from vboost.sweep.wandb_logger import WandbLogger  # noqa: E402
+from vboost.sweep.wandb_logger import WandbLogger
 
 PASSWORD = "s3cr3t-Pw9"
 STORAGE = f"postgresql://alice:{PASSWORD}@db.example:5432/vboost"
@@ -111,8 +109,8 @@ def sweep(tmp_path_factory):
             )
             (study_dir / "trials.csv").write_text(trials_csv)
             preset = f"method: enhance_a_video\nknobs:\n  weight: 3.25\nstudy: {STUDY}\nstorage: {STORAGE}\n"
-            (study_dir / "export" / "trial_0001").mkdir(parents=True)
-            (study_dir / "export" / "trial_0001" / "preset.yaml").write_text(preset)
+            (study_dir / "export" / "recommended").mkdir(parents=True)
+            (study_dir / "export" / "recommended" / "preset.yaml").write_text(preset)
             logger.finalize("finished")
         logged.update(trials_csv=trials_csv, preset=preset, warnings=[str(w.message) for w in caught])
         yield {"root": root, "study_dir": study_dir, "runs": inspect_runs(study_dir / "wandb"), "logged": logged}
@@ -185,14 +183,14 @@ def test_study_run_has_trials_and_pareto_tables_and_the_preset_artifact(sweep):
     artifacts = [r["artifact"] for r in records if r["type"] == "artifact" and r["artifact"]["type"] == "preset"]
     assert len(artifacts) == 1
     (entry,) = artifacts[0]["manifest"]["contents"]
-    assert entry["path"] == "trial_0001/preset.yaml"
+    assert entry["path"] == "recommended/preset.yaml"
     assert Path(entry["local_path"]).read_text() == logged["preset"].replace(PASSWORD, "***")
     assert summary["status"] == "finished"
 
 
 def test_storage_password_is_in_no_file_wandb_wrote(sweep):
     # Everything under the test's root but the two inputs that hold the URL on purpose.
-    inputs = {sweep["study_dir"] / "trials.csv", sweep["study_dir"] / "export" / "trial_0001" / "preset.yaml"}
+    inputs = {sweep["study_dir"] / "trials.csv", sweep["study_dir"] / "export" / "recommended" / "preset.yaml"}
     files = [p for p in sweep["root"].rglob("*") if p.is_file() and p not in inputs]
     assert len([p for p in files if p.suffix == ".wandb"]) == 4 and len(files) > 20  # run files, logs, media, staging
     leaked = [p for p in files if PASSWORD.encode() in p.read_bytes()]

@@ -1,17 +1,5 @@
-"""Best settings of a sweep out: vboost presets, diffusers snippets and ComfyUI node values."""
+"""A study's decision out as files: the recommended preset (or a plain "none"), diffusers scripts and ComfyUI values."""
 
-from vboost.export._export import ExportedSetting, export_study, preset_for_trial
-from vboost.export._secrets import SecretScrubber, mask_url
-from vboost.export._study import Objective, StudyRun, VideoRecord, open_study_run
+from vboost.export._export import Export, ExportedSetting, export_run, export_study, preset_for_trial
 
-__all__ = [
-    "ExportedSetting",
-    "Objective",
-    "SecretScrubber",
-    "StudyRun",
-    "VideoRecord",
-    "export_study",
-    "mask_url",
-    "open_study_run",
-    "preset_for_trial",
-]
+__all__ = ["Export", "ExportedSetting", "export_run", "export_study", "preset_for_trial"]

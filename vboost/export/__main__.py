@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vboost.export import export_study, mask_url
+from vboost.export import export_study
+from vboost.secrets import mask_url
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vboost.export",
-        description="Export the best setting (or each Pareto member) of a vboost sweep: preset, diffusers snippet, ComfyUI values.",
+        description="Export a vboost sweep's recommended setting (or say there is none) and its alternatives: "
+        "preset, diffusers scripts, ComfyUI values.",
     )
     parser.add_argument("study_or_dir", help="sweep output directory (outputs/<study>), a SQLite file, or a study name with --storage")
     parser.add_argument("--storage", help="Optuna storage URL (default: the SQLite file in the directory)")
@@ -19,13 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory (default: <study dir>/export)")
     args = parser.parse_args(argv)
     try:
-        exported = export_study(args.study_or_dir, storage=args.storage, study_name=args.study_name, out=args.out)
+        export = export_study(args.study_or_dir, storage=args.storage, study_name=args.study_name, out=args.out)
     except (FileNotFoundError, ValueError, KeyError) as err:
         # Errors may quote the storage URL; never echo its password.
         print(f"error: {mask_url(str(err))}", file=sys.stderr)
         return 2
-    for item in exported:
-        print(f"trial {item.trial}: {item.files['readme'].parent}")
+    print(f"export: {export.directory} ({export.summary})")
+    print(mask_url(export.decision.headline()))
     return 0
 
 

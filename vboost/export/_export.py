@@ -1,4 +1,5 @@
-"""Write the best setting (or each Pareto member) of a sweep as preset, snippets, ComfyUI values and a README."""
+"""Write a study's decision as files: the recommended preset (or none, said plainly) and the unvalidated or rejected
+alternatives, each with its diffusers scripts, ComfyUI values and a README."""
 
 from __future__ import annotations
 
@@ -11,19 +12,46 @@ from pathlib import Path
 from optuna.trial import FrozenTrial
 
 from vboost.export._comfyui import comfyui_values
-from vboost.export._secrets import SecretScrubber
 from vboost.export._snippets import diffusers_native_snippet, vboost_snippet
-from vboost.export._study import StudyRun, open_study_run
 from vboost.methods.preset import ObjectiveValue, Preset
+from vboost.record import (
+    ALTERNATIVES_DIR,
+    EXPORT_DIR,
+    RECOMMENDED_DIR,
+    Candidate,
+    Decision,
+    Effect,
+    StudyRun,
+    decide,
+    open_study_run,
+)
+from vboost.secrets import SecretScrubber
 
 
 @dataclasses.dataclass
 class ExportedSetting:
-    """What ``export_study`` wrote for one trial: its preset and the files, by kind."""
+    """What the export wrote for one trial: its preset, its status and the files, by kind."""
 
     trial: int
     preset: Preset
+    status: str  # "recommended", "not recommended" (validated, rejected) or "unvalidated"
     files: dict[str, Path]
+
+
+@dataclasses.dataclass
+class Export:
+    """An export directory: the recommended setting (or None) and the alternatives."""
+
+    directory: Path
+    decision: Decision
+    recommended: ExportedSetting | None
+    alternatives: list[ExportedSetting]
+
+    @property
+    def summary(self) -> str:
+        """A short line: what was written."""
+        head = f"recommended: trial {self.recommended.trial}" if self.recommended else "no recommendation"
+        return f"{head}; {len(self.alternatives)} alternative(s) not recommended"
 
 
 def preset_for_trial(run: StudyRun, trial: FrozenTrial) -> Preset:
@@ -62,35 +90,47 @@ def export_study(
     storage: str | None = None,
     study_name: str | None = None,
     out: str | os.PathLike | None = None,
-) -> list[ExportedSetting]:
-    """Export the best trial (one objective) or every Pareto member of a finished sweep.
+) -> Export:
+    """Export a finished sweep's decision (``vboost.record.decide``) to ``out`` (default ``<study dir>/export``).
 
-    Writes ``<out>/trial_<n>/`` with ``preset.yaml``, ``preset.json``, ``diffusers_vboost.py``,
-    ``diffusers_native.py`` (FreeInit only), ``comfyui.json`` and ``README.md``, plus ``<out>/README.md``.
-    ``out`` defaults to ``<study dir>/export``; a ``trial_<n>/`` there from an earlier export whose trial is no
-    longer best is removed. A storage password never reaches a written file.
-    Returns one :class:`ExportedSetting` per trial; raises ``ValueError`` when there is no best setting to export.
+    Writes ``recommended/`` when a setting is recommended and ``alternatives/trial_<n>/`` for every other candidate,
+    each with ``preset.yaml``, ``preset.json``, ``diffusers_vboost.py``, ``diffusers_native.py`` (FreeInit only),
+    ``comfyui.json`` and ``README.md``, plus ``README.md`` saying what is recommended, or that nothing is and why.
+    A storage password never reaches a written file. Raises ``ValueError`` when the study has no completed trial.
     """
     run = open_study_run(study_or_dir, storage=storage, study_name=study_name)
-    trials = run.best_trials()
-    if not trials:
-        raise ValueError(f"study {run.name!r} has nothing to export: no completed trial, or none that the baseline does not dominate")
     if out is None:
         if run.directory is None:
             raise ValueError("pass --out DIR: the study was given by storage URL and has no output directory")
-        out = run.directory / "export"
-    out = Path(out)
-    best = run.representative_best()
-    exported = [_export_trial(run, trial, out / f"trial_{trial.number:04d}") for trial in trials]
-    _write(out / "README.md", _index_readme(run, exported, best.number if best else None), run.scrubber)
-    current = {item.files["readme"].parent for item in exported}
-    for stale in out.glob("trial_*"):  # a resumed study's front may have moved
-        if stale.is_dir() and stale not in current:
-            shutil.rmtree(stale, ignore_errors=True)
-    return exported
+        out = run.directory / EXPORT_DIR
+    return export_run(run, decide(run), Path(out))
 
 
-def _export_trial(run: StudyRun, trial: FrozenTrial, directory: Path) -> ExportedSetting:
+def export_run(run: StudyRun, decision: Decision, out: Path) -> Export:
+    """:func:`export_study` for a study already open and decided; what an earlier export left in ``out`` is replaced.
+
+    Raises ``ValueError`` when the study has no completed trial.
+    """
+    if not run.completed():
+        raise ValueError(f"study {run.name!r} has nothing to export: no completed trial")
+    for stale in [out / RECOMMENDED_DIR, out / ALTERNATIVES_DIR, *out.glob("trial_*")]:  # trial_*: older layouts
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    recommended, alternatives = None, []
+    for candidate in decision.candidates:
+        if candidate is decision.recommendation:
+            recommended = _export_trial(run, decision, candidate, "recommended", out / RECOMMENDED_DIR)
+        else:
+            status = "not recommended" if candidate.validation is not None else "unvalidated"
+            directory = out / ALTERNATIVES_DIR / f"trial_{candidate.trial.number:04d}"
+            alternatives.append(_export_trial(run, decision, candidate, status, directory))
+    export = Export(out, decision, recommended, alternatives)
+    _write(out / "README.md", _index_readme(run, export), run.scrubber)
+    return export
+
+
+def _export_trial(run: StudyRun, decision: Decision, candidate: Candidate, status: str, directory: Path) -> ExportedSetting:
+    trial = candidate.trial
     preset = preset_for_trial(run, trial)
     method = preset.build()  # fail here, naming the bad knob, rather than in the user's script
     scrub = run.scrubber
@@ -104,8 +144,9 @@ def _export_trial(run: StudyRun, trial: FrozenTrial, directory: Path) -> Exporte
         files["diffusers_native"] = _write(directory / "diffusers_native.py", native, scrub)
     comfy = comfyui_values(preset)
     files["comfyui"] = _write(directory / "comfyui.json", json.dumps(comfy, indent=2) + "\n", scrub)
-    files["readme"] = _write(directory / "README.md", _trial_readme(run, preset, comfy, sorted(files)), scrub)
-    return ExportedSetting(trial=trial.number, preset=preset, files=files)
+    readme = _trial_readme(run, decision, preset, candidate, status, comfy, sorted(files))
+    files["readme"] = _write(directory / "README.md", readme, scrub)
+    return ExportedSetting(trial=trial.number, preset=preset, status=status, files=files)
 
 
 def _write(path: Path, text: str, scrub: SecretScrubber) -> Path:
@@ -123,16 +164,29 @@ def _objective_table(preset: Preset) -> list[str]:
     return lines
 
 
-def _trial_readme(run: StudyRun, preset: Preset, comfy: dict, files: list[str]) -> str:
+_STATUS_LINES = {
+    "recommended": "**RECOMMENDED.** Validated on held-out clips: {reason}",
+    "not recommended": "**NOT RECOMMENDED.** Run again on held-out clips, it did not qualify: {reason}",
+    "unvalidated": "**UNVALIDATED.** Never checked on held-out clips ({reason}): do not read its search-stage numbers "
+    "as a gain over the untouched model",
+}
+
+
+def _trial_readme(
+    run: StudyRun, decision: Decision, preset: Preset, candidate: Candidate, status: str, comfy: dict, files: list[str]
+) -> str:
     params = ", ".join(f"`{key}={value!r}`" for key, value in preset.params.items())
+    reason = decision.reason if status == "recommended" else "; ".join(candidate.rejected) or "validation was off"
     lines = [
-        f"# {preset.method}: study `{run.name}`, trial {preset.trial}",
+        f"# {preset.method}: study `{run.name}`, trial {preset.trial} ({status})",
+        "",
+        _STATUS_LINES[status].format(reason=reason),
         "",
         f"Parameters: {params}",
         f"Tuned on backbone `{preset.backbone}` (weights `{preset.checkpoint}`), {preset.num_frames} frames, "
         f"{preset.steps} steps. Settings rarely transfer to another frame or step count unchanged.",
         "",
-        *_objective_table(preset),
+        *_effects_table(candidate),
         "",
         "## Use it",
         "- vboost: `Preset.load('preset.yaml').build()` gives the method; "
@@ -150,22 +204,28 @@ def _trial_readme(run: StudyRun, preset: Preset, comfy: dict, files: list[str]) 
     return "\n".join(lines) + "\n"
 
 
-def _index_readme(run: StudyRun, exported: list[ExportedSetting], best: int | None) -> str:
-    lines = [
-        f"# Export of study `{run.name}`",
-        "",
-        f"Storage: `{run.storage}`; method `{run.method}`; "
-        f"{'best trial' if len(run.objectives) == 1 else f'{len(exported)} Pareto-optimal settings'}.",
-        "",
-        "| trial | parameters | " + " | ".join(o.name for o in run.objectives) + " |",
-        "|---|---|" + "---|" * len(run.objectives),
-    ]
-    for item in exported:
-        mark = " (shown as best)" if item.trial == best and len(exported) > 1 else ""
-        params = ", ".join(f"{key}={value!r}" for key, value in item.preset.params.items())
-        values = " | ".join(f"{o.value:.4g}" for o in item.preset.objectives)
-        lines.append(f"| [{item.trial}](trial_{item.trial:04d}/README.md){mark} | {params} | {values} |")
-    baseline = run.baseline
-    if baseline is not None and baseline.values:
-        lines.append(f"| baseline ({baseline.number}) | no method | " + " | ".join(f"{v:.4g}" for v in baseline.values) + " |")
+def _effects_table(candidate: Candidate) -> list[str]:
+    """Per record: the paired change vs the baseline on the search clips and on the held-out clips."""
+    lines = ["| record | search clips: change [interval] | held-out clips: change [corrected interval] |", "|---|---|---|"]
+    for record, search in candidate.search_effects.items():
+        held_out: Effect | None = candidate.effects.get(record)
+        lines.append(f"| {record} | {search.text()} | {held_out.text() if held_out else 'not validated'} |")
+    return lines
+
+
+def _index_readme(run: StudyRun, export: Export) -> str:
+    decision = export.decision
+    lines = [f"# Export of study `{run.name}`", "", f"Storage: `{run.storage}`; method `{run.method}`.", ""]
+    if export.recommended is not None:
+        knobs = ", ".join(f"{k}={v!r}" for k, v in decision.recommendation.knobs.items())
+        lines += [f"**Use [`recommended/`](recommended/README.md): `{knobs}`** (trial {export.recommended.trial}).",
+                  "", f"Why: {decision.reason}."]
+    else:
+        lines += [f"**No recommendation**: {decision.reason}."]
+    if export.alternatives:
+        lines += ["", "## Alternatives (not recommended)", "", "| trial | status | parameters | why not |", "|---|---|---|---|"]
+        for item, candidate in zip(export.alternatives, [c for c in decision.candidates if c is not decision.recommendation]):
+            params = ", ".join(f"{key}={value!r}" for key, value in item.preset.params.items())
+            why = "; ".join(candidate.rejected) or "validation was off"
+            lines.append(f"| [{item.trial}]({ALTERNATIVES_DIR}/trial_{item.trial:04d}/README.md) | {item.status} | {params} | {why} |")
     return "\n".join(lines) + "\n"

@@ -32,6 +32,11 @@ class MethodHandle:
     _undo: list[Callable[[], None]] = dataclasses.field(default_factory=list, repr=False)
     attached: bool = True
 
+    def on_detach(self, undo: Callable[[], None]) -> None:
+        """Register ``undo`` to run at :meth:`detach` (the last registered runs first): how a method's ``_attach``
+        says how to restore each thing it changed, so that detaching leaves the model exactly as it was."""
+        self._undo.append(undo)
+
     def detach(self) -> None:
         """Undo every change ``attach`` made, in reverse order."""
         while self._undo:
@@ -109,7 +114,7 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def _attach(self, target: Any, denoiser: torch.nn.Module, handle: MethodHandle) -> None:
-        """Install the injection; push one undo callable per change onto ``handle._undo``."""
+        """Install the injection; register one undo callable per change with ``handle.on_detach``."""
 
 
 def find_denoiser(target: Any) -> torch.nn.Module:

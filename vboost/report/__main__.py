@@ -7,7 +7,7 @@ import sys
 
 import optuna
 
-from vboost.export import mask_url
+from vboost.secrets import mask_url
 from vboost.report import make_report
 
 

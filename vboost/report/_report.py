@@ -1,17 +1,18 @@
-"""The per-study report: plots, side-by-side clips and the summary, in one directory."""
+"""The per-study report: the decision, plots, side-by-side clips and the summaries, in one directory."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
-from vboost.export import StudyRun, VideoRecord, open_study_run
-from vboost.report._plots import interactive_html, pareto_png
-from vboost.report._summary import paired_differences, summary_markdown
+from vboost.record import REPORT_DIR, SUMMARY_JSON, Decision, StudyRun, TrialAttr, VideoRecord, decide, open_study_run
+from vboost.report._plots import effects_png, interactive_html, pareto_png
+from vboost.report._summary import summary_markdown
 from vboost.report._video import read_video, side_by_side, write_gif, write_mp4
 
 
@@ -21,8 +22,10 @@ class Report:
 
     directory: Path
     pareto_png: Path
+    effects_png: Path
     html: Path
     summary: Path
+    summary_json: Path
     side_by_side: list[tuple[Path, Path]]
     notes: list[str]
 
@@ -37,50 +40,63 @@ def make_report(
 ) -> Report:
     """Write the report of a sweep to ``out`` (default ``<study dir>/report``) and return its files.
 
-    ``pareto.png``, ``report.html``, ``summary.md`` and ``side_by_side/<i>_<prompt>_seed<seed>.{mp4,gif}``
-    (baseline | paper default | best, for each prompt at the first seed all of them generated; a panel
-    whose video is missing is left out and noted). ``fps`` is used when the sweep recorded none.
-    Raises ``ValueError`` when the study has no completed trial.
+    ``summary.md`` and ``summary.json`` (the recommendation or its absence, every candidate's effects on the search
+    and held-out clips), ``effects.png``, ``pareto.png``, ``report.html`` and
+    ``side_by_side/<i>_<prompt>_seed<seed>.{mp4,gif}`` (baseline | paper default | recommended, on the held-out
+    clips when validated). ``fps`` is used when the sweep recorded none. Raises ``ValueError`` when the study has no
+    completed trial.
     """
     run = open_study_run(study_or_dir, storage=storage, study_name=study_name)
-    if not run.completed():
-        raise ValueError(f"study {run.name!r} has no completed trial to report")
     if out is None:
         if run.directory is None:
             raise ValueError("pass out=DIR: the study was given by storage URL and has no output directory")
-        out = run.directory / "report"
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    best = run.representative_best()
-    notes: list[str] = []
+        out = run.directory / REPORT_DIR
+    return report_run(run, decide(run), Path(out), fps)
 
-    png = pareto_png(run, best, out / "pareto.png")
+
+def report_run(run: StudyRun, decision: Decision, out: Path, fps: float = 8.0) -> Report:
+    """:func:`make_report` for a study already open and decided."""
+    if not run.completed():
+        raise ValueError(f"study {run.name!r} has no completed trial to report")
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    if run.baseline is None:
+        notes.append("no complete trial has role='baseline': no comparison against the untouched model")
+    png = pareto_png(run, decision, out / "pareto.png")
+    effects = effects_png(decision, out / "effects.png")
     page, skipped = interactive_html(run, out / "report.html")
     notes += [f"not in report.html: {item}" for item in skipped]
-    clips = _side_by_side_clips(run, best, out / "side_by_side", float(run.context.get("fps") or fps), notes)
-
-    comparisons = {}
-    baseline = run.baseline
-    if baseline is None:
-        notes.append("no complete trial has role='baseline': no comparison against the untouched model")
-    else:
-        if best is not None:
-            comparisons[f"Best (trial {best.number}) vs baseline (trial {baseline.number})"] = paired_differences(run, best, baseline)
-        paper = run.paper_default
-        if paper is not None and paper.values and (best is None or paper.number != best.number):
-            comparisons[f"Paper default (trial {paper.number}) vs baseline (trial {baseline.number})"] = paired_differences(run, paper, baseline)
+    clips = _side_by_side_clips(run, decision, out / "side_by_side", float(run.context.get("fps") or fps), notes)
     summary = out / "summary.md"
-    summary.write_text(run.scrubber(summary_markdown(run, best, comparisons, notes)))
-    return Report(directory=out, pareto_png=png, html=page, summary=summary, side_by_side=clips, notes=notes)
+    summary.write_text(run.scrubber(summary_markdown(run, decision, notes)))
+    summary_json = out / SUMMARY_JSON
+    summary_json.write_text(run.scrubber(json.dumps(decision.to_json(run), indent=2) + "\n"))
+    return Report(directory=out, pareto_png=png, effects_png=effects, html=page, summary=summary,
+                  summary_json=summary_json, side_by_side=clips, notes=notes)
+
+
+def _panels(run: StudyRun, decision: Decision) -> list[tuple[str, FrozenTrial]]:
+    """``(label, trial whose clips are shown)``: baseline, paper default and the recommended setting (else the first
+    candidate, labelled as not recommended), on the held-out clips when all of them were validated."""
+    chosen = decision.recommendation or next(iter(decision.candidates), None)
+    shown = [("baseline", run.baseline), ("paper default", run.paper)]
+    if chosen is not None and chosen.trial.number != getattr(run.paper, "number", None):
+        shown.append(("recommended" if chosen is decision.recommendation else "not recommended", chosen.trial))
+    shown = [(label, t) for label, t in shown if t is not None]
+    validations = {c.trial.number: c.validation for c in decision.candidates if c.validation is not None}
+    if decision.baseline_validation is not None:
+        validations[decision.baseline_validation.user_attrs[TrialAttr.CANDIDATE]] = decision.baseline_validation
+    if all(t.number in validations for _, t in shown):
+        return [(f"{label} (held out)", validations[t.number]) for label, t in shown]
+    return shown
 
 
 def _side_by_side_clips(
-    run: StudyRun, best: FrozenTrial | None, directory: Path, fps: float, notes: list[str]
+    run: StudyRun, decision: Decision, directory: Path, fps: float, notes: list[str]
 ) -> list[tuple[Path, Path]]:
-    roles = [("baseline", run.baseline), ("paper default", run.paper_default), ("best", best)]
-    roles = [(label, trial) for label, trial in roles if trial is not None]
+    roles = _panels(run, decision)
     if len(roles) < 2:
-        notes.append("side-by-side videos need at least two of baseline / paper default / best")
+        notes.append("side-by-side videos need at least two of baseline / paper default / a candidate")
         return []
     videos = {label: {(v.prompt, v.seed): v for v in run.videos(trial)} for label, trial in roles}
     prompts = list(dict.fromkeys(prompt for by_key in videos.values() for prompt, _ in by_key))  # prompt order

@@ -1,80 +1,76 @@
-"""How far a setting moved each objective from the baseline, video by video, so gains can be told from noise."""
+"""The report's summary: the recommendation (or its absence) first, then every candidate's effect on the search
+clips beside its effect on the held-out clips, so the shrinkage from one to the other is in plain view."""
 
 from __future__ import annotations
 
-import math
-
-import pandas as pd
-from optuna.trial import FrozenTrial
-
-from vboost.export import StudyRun
+from vboost.record import Candidate, Decision, StudyRun, TrialAttr
 
 
-def per_video_scores(run: StudyRun, trial: FrozenTrial) -> pd.DataFrame:
-    """One row per clip of ``trial`` (index ``prompt, seed``), one column per objective with a per-video score."""
-    names = [objective.name for objective in run.objectives]
-    rows = [
-        {"prompt": video.prompt, "seed": video.seed, **{name: video.scores[name] for name in names if name in video.scores}}
-        for video in run.videos(trial)
-    ]
-    if not rows:
-        return pd.DataFrame(columns=names, index=pd.MultiIndex.from_tuples([], names=["prompt", "seed"]))
-    return pd.DataFrame(rows).set_index(["prompt", "seed"]).sort_index()
-
-
-def paired_differences(run: StudyRun, trial: FrozenTrial, reference: FrozenTrial) -> pd.DataFrame:
-    """Per-objective statistics of ``trial - reference`` over the clips both generated (same prompt and seed).
-
-    Columns: ``direction``, ``reference`` and ``value`` (the trials' aggregated objective values), ``n``
-    (paired clips), ``mean`` and ``std`` (sample std, ddof=1) of the per-clip differences, ``t`` (mean over its
-    standard error: |t| well above 2 is unlikely to be noise), ``improved`` and ``worse`` (clips that moved in /
-    against the objective's direction). Objectives without per-video scores get ``n = 0``.
-    """
-    ours, theirs = per_video_scores(run, trial), per_video_scores(run, reference)
-    rows = []
-    for i, objective in enumerate(run.objectives):
-        if objective.name in ours and objective.name in theirs:
-            diff = (ours[objective.name] - theirs[objective.name]).dropna()
-        else:
-            diff = pd.Series(dtype=float)
-        n = len(diff)
-        std = float(diff.std(ddof=1)) if n > 1 else math.nan
-        mean = float(diff.mean()) if n else math.nan
-        signed = objective.sign * diff
-        rows.append({
-            "objective": objective.name,
-            "direction": objective.direction,
-            "reference": reference.values[i] if reference.values else math.nan,
-            "value": trial.values[i],
-            "n": n,
-            "mean": mean,
-            "std": std,
-            "t": mean / (std / math.sqrt(n)) if n > 1 and std > 0 else math.nan,
-            "improved": int((signed > 0).sum()),
-            "worse": int((signed < 0).sum()),
-        })
-    return pd.DataFrame(rows).set_index("objective")
-
-
-def summary_markdown(run: StudyRun, best: FrozenTrial | None, comparisons: dict[str, pd.DataFrame], notes: list[str]) -> str:
-    """The report's summary: what the best setting changed against the baseline, with its spread."""
-    lines = [f"# Report of study `{run.name}`", "", f"Method `{run.method}`, storage `{run.storage}`."]
-    completed = run.completed()
-    lines.append(f"{len(completed)} completed trials; objectives: " + ", ".join(f"{o.name} ({o.direction})" for o in run.objectives) + ".")
-    if best is not None:
-        params = ", ".join(f"{key}={value!r}" for key, value in run.method_params(best).items())
-        lines += ["", f"Best setting: trial {best.number} ({params})."]
-    for title, table in comparisons.items():
-        lines += ["", f"## {title}", "", "Per-video paired differences (same prompt and seed); `t` = mean / (std / sqrt(n)).", ""]
-        if not table["n"].any():
-            lines += ["Per-video scores were not recorded (trial attr `video_scores`): only the aggregates can be compared.", ""]
-        lines.append("| objective | direction | reference | this | change | paired mean ± std | n | t | improved | worse |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
-        for name, row in table.iterrows():
-            lines.append(
-                f"| {name} | {row['direction']} | {row['reference']:.4g} | {row['value']:.4g} | {row['value'] - row['reference']:+.4g} | "
-                f"{row['mean']:+.4g} ± {row['std']:.3g} | {row['n']} | {row['t']:.2f} | {row['improved']}/{row['n']} | {row['worse']}/{row['n']} |"
-            )
+def summary_markdown(run: StudyRun, decision: Decision, notes: list[str]) -> str:
+    """``summary.md``: what to use (or that nothing qualified, and why), how that was decided, the candidates."""
+    settings = decision.settings
+    lines = [f"# Report of study `{run.name}`", "", f"Method `{run.method}`, storage `{run.storage}`.", ""]
+    rec = decision.recommendation
+    lines.append("## Recommendation")
+    lines.append("")
+    if rec is None:
+        lines.append(f"**No recommendation.** {decision.reason[0].upper()}{decision.reason[1:]}.")
+    else:
+        knobs = ", ".join(f"{k}={v!r}" for k, v in rec.knobs.items())
+        lines.append(f"**Use `{knobs}`** (trial {rec.trial.number}, {rec.role}; export/recommended/). {decision.reason}.")
+    lines += ["", "## How it was decided", ""]
+    objectives = ", ".join(f"`{o.name}` ({o.direction})" for o in decision.objectives)
+    lines.append(
+        f"Objectives {objectives}; the first is primary. Candidates: the best {settings.top_k} search-stage settings "
+        "that beat the baseline (Pareto members with the baseline as a contender when there are several objectives), "
+        "plus the paper's setting. Each, and the baseline, ran again on held-out clips"
+        + (f" ({len(run.validation_prompts)} prompts x {len(run.validation_seeds)} seeds)" if run.validation_prompts else "")
+        + ". Per record, paired differences (candidate - baseline on the same prompt and seed) get a two-sided "
+        f"Student t interval at {settings.confidence:.0%}"
+        + (f", corrected to {decision.corrected_confidence:.2%} for {len(decision.candidates)} candidates (Bonferroni)"
+           if decision.corrected_confidence is not None else "")
+        + f". A candidate qualifies when the primary objective's interval is clear of {settings.min_effect:g}, no other "
+        "objective is worse beyond its tolerance"
+        + (f" ({', '.join(f'{r}: {t:.1%}' for r, t in settings.tolerances.items())})" if settings.tolerances else " (0)")
+        + ", and every constraint holds on the held-out clips; the largest validated gain wins. See docs/decision.md."
+    )
+    if decision.candidates:
+        lines += ["", "## Candidates: search clips vs held-out clips", ""]
+        lines.append("Change vs the untouched model, mean [interval] (confidence, clips). The search-stage numbers are "
+                     "those the setting was picked on; only the held-out ones decide.")
+        lines += ["", "| trial | role | knobs | record | search clips | held-out clips | verdict |", "|---|---|---|---|---|---|---|"]
+        for c in decision.candidates:
+            lines += _candidate_rows(c, decision)
+        shown = rec or next((c for c in decision.candidates if c.validation is not None), None)
+        if shown is not None and decision.baseline_validation is not None:
+            lines += ["", *_per_clip_table(run, shown, decision)]
     if notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
+
+
+def _candidate_rows(c: Candidate, decision: Decision) -> list[str]:
+    knobs = ", ".join(f"{k}={v!r}" for k, v in c.knobs.items())
+    verdict = "**recommended**" if c is decision.recommendation else ("; ".join(c.rejected) or "qualifies (smaller gain)")
+    rows = []
+    for i, record in enumerate(decision.records):
+        held_out = c.effects.get(record)
+        head = f"| {c.trial.number} | {c.role} | {knobs} |" if i == 0 else "| | | |"
+        rows.append(f"{head} {record} | {c.search_effects[record].text()} | {held_out.text() if held_out else 'not validated'} | "
+                    f"{verdict if i == 0 else ''} |")
+    return rows
+
+
+def _per_clip_table(run: StudyRun, c: Candidate, decision: Decision) -> list[str]:
+    """The primary record per held-out clip: baseline, candidate and their difference."""
+    record = decision.primary.name
+    theirs = decision.baseline_validation.user_attrs.get(TrialAttr.VIDEO_SCORES, {})
+    lines = [f"### `{record}` per held-out clip, trial {c.trial.number} vs the baseline", "",
+             "| prompt | seed | baseline | this setting | difference |", "|---|---|---|---|---|"]
+    for video in run.videos(c.validation):
+        base = theirs.get(video.key, {}).get(record)
+        value = video.scores.get(record)
+        if base is None or value is None:
+            continue
+        lines.append(f"| {video.prompt} | {video.seed} | {base:.4g} | {value:.4g} | {value - base:+.4g} |")
+    return lines

@@ -37,10 +37,12 @@ def run_job(cfg: DictConfig) -> str | None:
         return None
     import optuna
 
-    from vboost.export import mask_url
+    from vboost.record import StudyRun, decide
+    from vboost.secrets import mask_url
     from vboost.sweep.artifacts import VideoWriter, artifact_store, export_and_report, results_lock, write_results
+    from vboost.sweep.census import census
     from vboost.sweep.loggers import BackgroundLogger, build_logger
-    from vboost.sweep.loop import Sweep, count_trials
+    from vboost.sweep.loop import Sweep
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own line per trial
     for note in plan.notes:
@@ -67,23 +69,27 @@ def run_job(cfg: DictConfig) -> str | None:
         finally:
             # Workers sharing a study finish together: one at a time writes, each from the study as it then is.
             with results_lock(plan.study_dir):
-                write_results(study, plan)
-                complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                lines = export_and_report(plan) if complete else []
+                run = StudyRun.from_study(study, plan.study_dir, plan.storage_url)
+                decision = decide(run)
+                write_results(run, decision, plan)
+                lines = export_and_report(run, decision, plan) if run.completed() else []
             logger.finalize(status)  # after the results: a logger may publish them (W&B's study run)
             states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
             counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
-            print(f"study {plan.study_name!r}: {count_trials(study)} trials ({counts}) in {mask_url(plan.storage_url)}")
+            state = census(study)
+            print(f"study {plan.study_name!r}: {state.search} search + {state.validation} validation trials "
+                  f"({counts}) in {mask_url(plan.storage_url)}")
             print(f"results: {plan.study_dir} (trials.csv, trials.parquet, videos/, export/, report/)")
             for line in lines:
                 print(line, file=sys.stderr if line.startswith("warning") else sys.stdout)
+            print(decision.headline())
     return str(plan.study_dir)
 
 
 def logger_run_config(plan: SweepPlan) -> dict[str, Any]:
     """What every logger run records about the sweep: backbone family and checkpoint, frames, steps, method,
     objective (the config choice and its records) and the storage URL with its password masked."""
-    from vboost.export import mask_url
+    from vboost.secrets import mask_url
 
     backbone = plan.cfg.backbone
     return {
@@ -130,7 +136,7 @@ class MaskSecrets(Callback):
 
 
 def _scrubber(config: DictConfig) -> Any:
-    from vboost.export import SecretScrubber
+    from vboost.secrets import SecretScrubber
 
     return SecretScrubber([list(config.hydra.overrides.task), OmegaConf.select(config, "study.storage", default=None)])
 

@@ -19,17 +19,24 @@ import imageio_ffmpeg
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
 
+from vboost.record import (
+    ARTIFACTS_DIR,
+    EXPORT_DIR,
+    REPORT_DIR,
+    TRIALS_CSV,
+    TRIALS_PARQUET,
+    Decision,
+    Role,
+    StudyRun,
+    TrialAttr,
+    role_of,
+    search_front,
+    video_path,
+)
+from vboost.secrets import mask_url
 from vboost.sweep.loggers import BackgroundLogger
 from vboost.sweep.validate import SweepPlan
-
-TRIALS_TABLE = "trials.csv"
-TRIALS_PARQUET = "trials.parquet"
-EXPORT_DIR = "export"
-REPORT_DIR = "report"
-VIDEOS_DIR = "videos"
-ARTIFACTS_DIR = "artifacts"
 
 
 class VideoWriter:
@@ -51,7 +58,7 @@ class VideoWriter:
 
     def __call__(self, trial: optuna.Trial, key: str, video: Any) -> Path:
         """Write (or queue) ``video`` as clip ``key`` of ``trial``; returns the path it has (or will have)."""
-        path = self.study_dir / VIDEOS_DIR / f"trial_{trial.number:04d}" / f"{key}.mp4"
+        path = video_path(self.study_dir, trial.number, key)
         if self._background:
             self._logger.submit(self._write, trial.number, key, path, video)
             return path
@@ -64,25 +71,6 @@ class VideoWriter:
     def _write(self, trial: int, key: str, path: Path, video: Any) -> None:
         write_mp4(path, video.frames, video.fps)
         self._logger.logger.log_video(trial, key, path, video.fps)  # already on the logger's thread
-
-
-def run_context(plan: SweepPlan) -> dict[str, Any]:
-    """What a study records about how it was run (study user attrs): the method, the backbone family, its
-    checkpoint (weights path, or None for the tiny random model), frames, steps, fps, prompts and seeds.
-
-    The key names are the ones :func:`vboost.export.open_study_run` reads.
-    """
-    backbone, prompts = plan.cfg.backbone, plan.cfg.prompts
-    return {
-        "method": plan.cfg.method.name,
-        "backbone": backbone.family,
-        "checkpoint": backbone.weights,
-        "num_frames": backbone.num_frames,
-        "steps": backbone.steps,
-        "fps": backbone.fps,
-        "prompts": list(prompts.prompts),
-        "seeds": list(prompts.seeds),
-    }
 
 
 def artifact_store(study_dir: Path) -> Any:
@@ -117,19 +105,24 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
         raise OSError(f"ffmpeg could not write {path}: {done.stderr.decode(errors='replace').strip()[-500:]}")
 
 
-def trials_table(study: optuna.Study, plan: SweepPlan) -> pd.DataFrame:
-    """One row per trial: number, state, role, searched knobs, objective values and their change vs baseline,
-    constraint feasibility, Pareto membership, seconds, and the failure or pruning reason. Surplus trials (started
-    by a worker racing others when the study was full, pruned before they ran) are left out."""
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
-    baseline = next((t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("role") == "baseline"), None)
-    base_scores = baseline.user_attrs.get("scores", {}) if baseline else {}
-    pareto = {t.number for t in best_trials(study)}
+def trials_table(run: StudyRun, decision: Decision, plan: SweepPlan) -> pd.DataFrame:
+    """One row per trial: number, state, role, the trial it validates, searched knobs, objective values and their
+    change vs the baseline of its stage, constraint feasibility, membership of the search stage's Pareto front (the
+    baseline a contender), whether it is the recommendation, seconds, and the failure or pruning reason. Surplus
+    trials (pruned before they ran) are left out."""
+    recommended = None if decision.recommendation is None else decision.recommendation.trial.number
+    trials = [t for t in run.study.get_trials(deepcopy=False) if not t.user_attrs.get(TrialAttr.SURPLUS)]
+    baselines = {Role.SEARCH: run.baseline, Role.VALIDATION: decision.baseline_validation}
+    front = {t.number for t in search_front(run)}
     rows = []
     for t in trials:
-        knobs = t.user_attrs.get("knobs") or {}
-        scores = t.user_attrs.get("scores", {})
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "role": t.user_attrs.get("role", "search")}
+        role = role_of(t)
+        knobs = t.user_attrs.get(TrialAttr.KNOBS) or {}
+        scores = t.user_attrs.get(TrialAttr.SCORES, {})
+        baseline = baselines[Role.VALIDATION if role == Role.VALIDATION else Role.SEARCH]
+        base_scores = baseline.user_attrs.get(TrialAttr.SCORES, {}) if baseline is not None else {}
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "role": str(role),
+                               "validates": t.user_attrs.get(TrialAttr.CANDIDATE)}
         row.update({f"param_{k}": v for k, v in knobs.items()})
         row.update({f"sample_{k}": v for k, v in t.params.items() if k not in knobs})
         for target in plan.targets:
@@ -138,25 +131,18 @@ def trials_table(study: optuna.Study, plan: SweepPlan) -> pd.DataFrame:
             base = base_scores.get(target.record)
             row[f"{target.short}_vs_baseline"] = (value - base) / abs(base) if value is not None and base else None
         if plan.constraints:
-            constraints = t.user_attrs.get("constraints")
+            constraints = t.user_attrs.get(TrialAttr.CONSTRAINTS)
             row["feasible"] = None if constraints is None else all(c <= 0 for c in constraints)
-        row["pareto"] = t.number in pareto
+        row["pareto"] = t.number in front
+        row["recommended"] = t.number == recommended
         row["seconds"] = t.duration.total_seconds() if t.duration else None
-        row["reason"] = t.user_attrs.get("fail_reason") or t.user_attrs.get("pruned_reason")
+        row["reason"] = t.user_attrs.get(TrialAttr.FAIL_REASON) or t.user_attrs.get(TrialAttr.PRUNED_REASON)
         rows.append(row)
     table = pd.DataFrame(rows)
     # Knob columns right after the role (a baseline row, which has none, comes first and would push them last).
     knob_columns = [c for c in table.columns if c.startswith(("param_", "sample_"))]
-    head = ["number", "state", "role", *knob_columns]
+    head = ["number", "state", "role", "validates", *knob_columns]
     return table[head + [c for c in table.columns if c not in head]]
-
-
-def best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The Pareto set (multi-objective) or the best trial (single), feasible ones only when constrained."""
-    try:
-        return study.best_trials
-    except ValueError:  # no complete trial yet
-        return []
 
 
 @contextlib.contextmanager
@@ -170,12 +156,12 @@ def results_lock(study_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_results(study: optuna.Study, plan: SweepPlan) -> Path:
+def write_results(run: StudyRun, decision: Decision, plan: SweepPlan) -> Path:
     """Write the trials table as ``trials.csv`` and ``trials.parquet``; returns the CSV's path."""
-    table = trials_table(study, plan)
-    table.to_csv(plan.study_dir / TRIALS_TABLE, index=False)
+    table = trials_table(run, decision, plan)
+    table.to_csv(plan.study_dir / TRIALS_CSV, index=False)
     _one_type_per_column(table).to_parquet(plan.study_dir / TRIALS_PARQUET, index=False)
-    return plan.study_dir / TRIALS_TABLE
+    return plan.study_dir / TRIALS_CSV
 
 
 def _one_type_per_column(table: pd.DataFrame) -> pd.DataFrame:
@@ -189,27 +175,26 @@ def _one_type_per_column(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{c: table[c].map(lambda v: None if missing(v) else str(v)) for c in mixed})
 
 
-def export_and_report(plan: SweepPlan) -> list[str]:
-    """Export the best settings to ``export/`` and make the report in ``report/``; returns what to print.
+def export_and_report(run: StudyRun, decision: Decision, plan: SweepPlan) -> list[str]:
+    """Export the decided settings to ``export/`` and make the report in ``report/``; returns what to print.
 
     Neither may fail a sweep whose trials are safely stored: an error becomes a warning line (the same
     ``python -m vboost.export`` / ``python -m vboost.report`` command redoes it), passwords masked.
     """
-    from vboost.export import export_study, mask_url
+    from vboost.export import export_run
+    from vboost.report import report_run
 
-    where = {"storage": plan.storage_url, "study_name": plan.study_name}
     again = f"{plan.study_dir}" + (f" --storage URL --study {plan.study_name}" if plan.cfg.study.storage else "")
     lines = []
     try:
-        exported = export_study(plan.study_dir, **where, out=plan.study_dir / EXPORT_DIR)
-        lines.append(f"export: {plan.study_dir / EXPORT_DIR} ({len(exported)} setting(s): preset, diffusers snippet, ComfyUI values)")
+        exported = export_run(run, decision, plan.study_dir / EXPORT_DIR)
+        lines.append(f"export: {plan.study_dir / EXPORT_DIR} ({exported.summary})")
     except Exception as err:  # noqa: BLE001 -- the study is stored; an export can be redone
         lines.append(f"warning: no export ({mask_url(f'{type(err).__name__}: {err}')}); retry: python -m vboost.export {again}")
     try:
-        from vboost.report import make_report
-
-        report = make_report(plan.study_dir, **where, out=plan.study_dir / REPORT_DIR)
-        lines.append(f"report: {report.summary} (pareto.png, report.html, {len(report.side_by_side)} side-by-side video(s))")
+        report = report_run(run, decision, plan.study_dir / REPORT_DIR)
+        lines.append(f"report: {report.summary} (summary.json, pareto.png, effects.png, report.html, "
+                     f"{len(report.side_by_side)} side-by-side video(s))")
     except Exception as err:  # noqa: BLE001 -- as above
         lines.append(f"warning: no report ({mask_url(f'{type(err).__name__}: {err}')}); retry: python -m vboost.report {again}")
     return lines

@@ -51,11 +51,16 @@ class MethodConfig:
 @dataclasses.dataclass
 class TargetConfig:
     """One optimised quantity: a dimension's score, or one of its companion records (``companion: magnitude``
-    reads ``<tier>/dynamic_degree_magnitude``). ``direction`` defaults to the dimension's own (all maximise)."""
+    reads ``<tier>/dynamic_degree_magnitude``). ``direction`` defaults to the dimension's own (all maximise).
+
+    ``tolerance`` (relative to the baseline) is how much worse than the untouched model this objective may get in a
+    recommended setting, when it is not the first (primary) objective: 0.01 accepts a loss of up to 1%.
+    """
 
     dimension: str = MISSING
     companion: Optional[str] = None
     direction: Optional[str] = None
+    tolerance: float = 0.0
 
 
 @dataclasses.dataclass
@@ -96,10 +101,33 @@ class ObjectiveConfig:
 
 @dataclasses.dataclass
 class PromptsConfig:
-    """``conf/prompts/*.yaml``: every trial generates each prompt with each seed (a paired comparison)."""
+    """``conf/prompts/*.yaml``: every search trial generates each prompt with each seed (a paired comparison).
+
+    ``heldout_prompts`` (and ``heldout_seeds``) are the set's clips for the validation stage, never searched on.
+    """
 
     prompts: list[str] = MISSING
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    heldout_prompts: list[str] = dataclasses.field(default_factory=list)
+    heldout_seeds: Optional[list[int]] = None
+
+
+@dataclasses.dataclass
+class ValidationConfig:
+    """The validation stage (docs/decision.md): the ``top_k`` best search candidates, the paper's setting and the
+    baseline run again on held-out clips, and a setting is recommended only when its paired gain over the baseline
+    there is clear of ``min_effect`` with intervals at ``confidence`` (Bonferroni-corrected over the candidates).
+
+    ``prompts: null`` takes the prompt set's ``heldout_prompts``; ``seeds: null`` its ``heldout_seeds``, else as many
+    fresh seeds as the search uses, numbered after its largest. ``top_k: 0`` turns the stage off (and with it any
+    recommendation).
+    """
+
+    top_k: int = 3
+    prompts: Optional[list[str]] = None
+    seeds: Optional[list[int]] = None
+    confidence: float = 0.95
+    min_effect: float = 0.0
 
 
 @dataclasses.dataclass
@@ -119,9 +147,9 @@ class StudyConfig:
     """The Optuna study.
 
     ``name`` defaults to ``<backbone>-<method>-<objective>`` (the config choices). ``storage`` is any Optuna RDB
-    URL; ``null`` means ``sqlite:///<output_dir>/<name>/study.db``. ``n_trials`` counts trials in the study
-    (complete, pruned, failed or running, whoever ran them), so re-running the same command resumes and never
-    redoes a finished trial. ``sampler``/``pruner`` are ``_target_`` configs (``hydra.utils.instantiate``); the
+    URL; ``null`` means ``sqlite:///<output_dir>/<name>/study.db``. ``n_trials`` counts the search stage's trials
+    in the study (complete, pruned, failed or running, whoever ran them; the validation trials come on top), so
+    re-running the same command resumes and never redoes a finished trial. ``sampler``/``pruner`` are ``_target_`` configs (``hydra.utils.instantiate``); the
     pruner acts on single-objective studies only. Heartbeats let a crashed worker's trial be marked failed (and
     retried ``max_retry`` times) when several workers share one storage.
     """
@@ -150,6 +178,7 @@ class SweepConfig:
     prompts: PromptsConfig = MISSING
     logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
+    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
     output_dir: str = "outputs"
     device: str = "auto"  # where the pipeline runs: auto is cuda when a GPU is visible, else cpu
     save_videos: bool = True

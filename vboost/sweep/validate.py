@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from vboost.ops.bytheway import high_band
+from vboost.record import ALTERNATIVES_DIR, RECOMMENDED_DIR, STUDY_DB, ConstraintSpec, DecisionSettings, Role, clip_set_id
 from vboost.sweep.errors import ConfigError, IncompatibleError
 from vboost.sweep.loggers import LOGGERS
 from vboost.sweep.space import SearchSpace, parse_search_space
@@ -38,21 +39,24 @@ class Target:
 
 
 @dataclasses.dataclass(frozen=True)
-class Constraint:
-    """Feasible when ``value >= max(min_value, min_ratio_to_baseline * baseline)`` (unset bounds ignored)."""
-
-    record: str
-    min_ratio_to_baseline: float | None
-    min_value: float | None
-
-
-@dataclasses.dataclass(frozen=True)
 class Reference:
     """An enqueued trial every result is read against: ``role`` baseline (no method), paper or preset."""
 
-    role: str
+    role: Role
     key: str
     knobs: dict[str, Any] | None  # None for the baseline: the untouched model
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationPlan:
+    """The held-out clips of the validation stage (empty when ``validation.top_k`` is 0) and their id."""
+
+    prompts: list[str]
+    seeds: list[int]
+
+    @property
+    def clip_set(self) -> str:
+        return clip_set_id(self.prompts, self.seeds)
 
 
 @dataclasses.dataclass
@@ -71,7 +75,9 @@ class SweepPlan:
     references: list[Reference]
     dimensions: list[str]
     targets: list[Target]
-    constraints: list[Constraint]
+    constraints: list[ConstraintSpec]
+    validation: ValidationPlan
+    decision: DecisionSettings
     sampler: optuna.samplers.BaseSampler
     pruner: optuna.pruners.BasePruner
     notes: list[str]  # what the plan left out, and why (printed when the sweep starts)
@@ -120,7 +126,7 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
         raise ConfigError(f"method {method_name!r}: {overlap[0]!r} is both in method.params and method.search_space")
     for knobs in space.corners():
         _check_domain(method_cls, {**fixed, **knobs}, latent_frames, "method.search_space")
-    references = [Reference("baseline", "baseline", None)]
+    references = [Reference(Role.BASELINE, str(Role.BASELINE), None)]
     notes = []
     paper = cfg.method.paper_defaults.get(family)
     if paper is None:
@@ -130,7 +136,7 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
         try:
             # A published setting may not exist at this clip length (ByTheWay's tau 7 needs 16 frames): skip, say so.
             _check_domain(method_cls, knobs, latent_frames, f"paper defaults for {family!r}")
-            references.append(Reference("paper", family, knobs))
+            references.append(Reference(Role.PAPER, family, knobs))
         except ConfigError as err:
             notes.append(f"no paper trial: {err}")
     for ref in _preset_references(cfg.presets, method_name):
@@ -140,19 +146,27 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
     if cfg.study.n_trials < len(references):
         notes.append(f"study.n_trials={cfg.study.n_trials} leaves some of the {len(references)} reference trials unrun")
     dimensions, targets, constraints = _objectives(cfg.objective)
-    study_dir = Path(cfg.output_dir).expanduser().resolve() / cfg.study.name
     if cfg.study.n_trials < 1:
         raise ConfigError(f"study.n_trials={cfg.study.n_trials} must be at least 1")
     if not cfg.prompts.prompts or not cfg.prompts.seeds:
         raise ConfigError("prompts: needs at least one prompt and one seed")
+    validation = _validation_plan(cfg)
+    decision = DecisionSettings(
+        top_k=cfg.validation.top_k,
+        confidence=cfg.validation.confidence,
+        min_effect=cfg.validation.min_effect,
+        tolerances={t.record: entry.tolerance for t, entry in zip(targets, cfg.objective.targets) if entry.tolerance},
+        constraints=tuple(constraints),
+    )
+    study_dir = Path(cfg.output_dir).expanduser().resolve() / cfg.study.name
     if cfg.logger.name not in LOGGERS:
         raise ConfigError(f"logger.name={cfg.logger.name!r} is not a known logger; known: {', '.join(sorted(LOGGERS))}")
-    sampler, pruner = _sampler_and_pruner(cfg.study, bool(constraints))
+    sampler, pruner = _sampler_and_pruner(cfg.study)
     return SweepPlan(
         cfg=cfg,
         study_name=cfg.study.name,
         study_dir=study_dir,
-        storage_url=cfg.study.storage or f"sqlite:///{study_dir / 'study.db'}",
+        storage_url=cfg.study.storage or f"sqlite:///{study_dir / STUDY_DB}",
         backbone_cls=backbone_cls,
         method_cls=method_cls,
         latent_frames=latent_frames,
@@ -162,6 +176,8 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
         dimensions=dimensions,
         targets=targets,
         constraints=constraints,
+        validation=validation,
+        decision=decision,
         sampler=sampler,
         pruner=pruner,
         notes=notes,
@@ -203,10 +219,14 @@ def _preset_references(paths: list[str], method_name: str) -> list[Reference]:
     for entry in paths:
         path = Path(entry).expanduser()
         if path.is_dir():
-            # A directory of presets, or an export directory (trial_NNNN/preset.yaml, as the sweep writes).
-            found = sorted(path.glob("*.yaml")) or sorted(path.glob("trial_*/preset.yaml"))
+            # A directory of presets, or an export directory (recommended/ and alternatives/trial_NNNN/, as the sweep
+            # writes them; trial_NNNN/ in earlier versions).
+            found = (sorted(path.glob("*.yaml")) or sorted(path.glob(f"{RECOMMENDED_DIR}/preset.yaml"))
+                     + sorted(path.glob(f"{ALTERNATIVES_DIR}/trial_*/preset.yaml")) or sorted(path.glob("trial_*/preset.yaml")))
             if not found:
-                raise ConfigError(f"presets: no *.yaml or trial_*/preset.yaml in {entry!r}")
+                raise ConfigError(
+                    f"presets: no *.yaml, {RECOMMENDED_DIR}/preset.yaml or {ALTERNATIVES_DIR}/trial_*/preset.yaml in {entry!r}"
+                )
             files += found
         elif path.is_file():
             files.append(path)
@@ -221,11 +241,11 @@ def _preset_references(paths: list[str], method_name: str) -> list[Reference]:
             knobs = preset.build().params()
         except (KeyError, ValueError) as err:
             raise ConfigError(f"presets: {str(err).strip(chr(39))}") from None
-        references.append(Reference("preset", str(file), knobs))
+        references.append(Reference(Role.PRESET, str(file), knobs))
     return references
 
 
-def _objectives(objective: DictConfig) -> tuple[list[str], list[Target], list[Constraint]]:
+def _objectives(objective: DictConfig) -> tuple[list[str], list[Target], list[ConstraintSpec]]:
     import objectives
 
     def record(entry: DictConfig) -> str:
@@ -254,7 +274,10 @@ def _objectives(objective: DictConfig) -> tuple[list[str], list[Target], list[Co
     for entry in objective.constraints:
         if entry.min_ratio_to_baseline is None and entry.min_value is None:
             raise ConfigError(f"objective constraint on {entry.dimension!r} sets neither min_ratio_to_baseline nor min_value")
-        constraints.append(Constraint(record(entry), entry.min_ratio_to_baseline, entry.min_value))
+        constraints.append(ConstraintSpec(record(entry), entry.min_ratio_to_baseline, entry.min_value))
+    for entry in objective.targets:
+        if not 0.0 <= entry.tolerance < 1.0:
+            raise ConfigError(f"objective target {entry.dimension!r}: tolerance={entry.tolerance} must be in [0, 1)")
     if objective.weights_dir is not None and not Path(objective.weights_dir).expanduser().is_dir():
         raise ConfigError(f"objective.weights_dir={objective.weights_dir!r} is not a directory")
     if objective.early_stop.after_prompts < 1 or objective.early_stop.margin < 0:
@@ -263,10 +286,44 @@ def _objectives(objective: DictConfig) -> tuple[list[str], list[Target], list[Co
     return dimensions, targets, constraints
 
 
-def _sampler_and_pruner(study: DictConfig, constrained: bool) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
-    extra = {"constraints_func": trial_constraints} if constrained else {}
+def _validation_plan(cfg: DictConfig) -> ValidationPlan:
+    """The held-out clips (see ``ValidationConfig``); raises :class:`ConfigError` when the stage is on and they are
+    missing, or when one of them is a clip of the search."""
+    validation, prompts = cfg.validation, cfg.prompts
+    if isinstance(validation.top_k, bool) or validation.top_k < 0:
+        raise ConfigError(f"validation.top_k={validation.top_k} must be 0 (no validation stage) or more")
+    if not 0.0 < validation.confidence < 1.0:
+        raise ConfigError(f"validation.confidence={validation.confidence} must be in (0, 1)")
+    if validation.min_effect < 0:
+        raise ConfigError(f"validation.min_effect={validation.min_effect} must be >= 0")
+    if validation.top_k == 0:
+        return ValidationPlan([], [])
+    held_out = list(validation.prompts if validation.prompts is not None else prompts.heldout_prompts)
+    if not held_out:
+        raise ConfigError(
+            "validation needs held-out prompts: set prompts.heldout_prompts (conf/prompts/<set>.yaml) or "
+            "validation.prompts=[...], or turn the stage off with validation.top_k=0"
+        )
+    seeds = validation.seeds if validation.seeds is not None else prompts.heldout_seeds
+    if seeds is None:
+        first = max(prompts.seeds) + 1
+        seeds = list(range(first, first + len(prompts.seeds)))
+    if not seeds:
+        raise ConfigError("validation.seeds is empty: give at least one held-out seed")
+    searched = {(p, s) for p in prompts.prompts for s in prompts.seeds}
+    repeated = [(p, s) for p in held_out for s in seeds if (p, s) in searched]
+    if repeated:
+        prompt, seed = repeated[0]
+        raise ConfigError(
+            f"validation clip {prompt!r} with seed {seed} is also a search clip: held-out clips must be new "
+            "(change validation.prompts or validation.seeds)"
+        )
+    return ValidationPlan(held_out, list(seeds))
+
+
+def _sampler_and_pruner(study: DictConfig) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
     try:
-        sampler = instantiate(study.sampler, **extra)
+        sampler = instantiate(study.sampler)
         pruner = instantiate(study.pruner)
     except InstantiationException as err:
         raise ConfigError(f"study.sampler/study.pruner: {str(err).splitlines()[0]}") from None
@@ -276,7 +333,3 @@ def _sampler_and_pruner(study: DictConfig, constrained: bool) -> tuple[optuna.sa
         raise ConfigError(f"study.pruner={study.pruner._target_!r} is not an Optuna pruner")
     return sampler, pruner
 
-
-def trial_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """Optuna's ``constraints_func``: the values the sweep stored on the trial (``<= 0`` means satisfied)."""
-    return trial.user_attrs["constraints"]

@@ -3,7 +3,7 @@
 Offline by default: runs are written under ``<study_dir>/wandb/`` with no account or network, and
 ``wandb sync <study_dir>/wandb/offline-run-*`` uploads them later. W&B is a side channel: any W&B error is
 reported as a warning and turns this logger into a no-op, so it can never fail a sweep. Every string that
-reaches W&B (config, table cells, preset files) goes through :class:`vboost.export.SecretScrubber`, and W&B's
+reaches W&B (config, table cells, preset files) goes through :class:`vboost.secrets.SecretScrubber`, and W&B's
 own collection of the command line, environment and console is switched off, so a storage URL's password
 is never written to a run.
 """
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
-from vboost.export import SecretScrubber
+from vboost.secrets import SecretScrubber
 from vboost.sweep.loggers import Logger
 
 MODES = ("offline", "online")
@@ -145,25 +145,26 @@ class WandbLogger(Logger):
     def _log_study(self, status: str) -> None:
         import pandas as pd
 
-        from vboost.sweep.artifacts import EXPORT_DIR, TRIALS_TABLE
+        from vboost.record import ALTERNATIVES_DIR, EXPORT_DIR, RECOMMENDED_DIR, TRIALS_CSV
 
         wandb = self._wandb
         config = {"study": self.study_name, **self._run_config}
         run = self._init(name=f"{self.study_name}-study", job_type="study", config=config)
         try:
-            table_path = self.study_dir / TRIALS_TABLE
+            table_path = self.study_dir / TRIALS_CSV
             if table_path.is_file():
                 trials = pd.read_csv(table_path).map(lambda v: self._scrub(v) if isinstance(v, str) else v)
                 pareto = trials[trials["pareto"].astype(bool)] if "pareto" in trials else trials.iloc[:0]
                 run.log({"trials": wandb.Table(dataframe=trials), "pareto": wandb.Table(dataframe=pareto)})
                 run.summary.update({"n_trials": len(trials), "n_pareto": len(pareto)})
-            presets = sorted((self.study_dir / EXPORT_DIR).glob("trial_*/preset.*"))
+            export = self.study_dir / EXPORT_DIR
+            presets = sorted(export.glob(f"{RECOMMENDED_DIR}/preset.*")) + sorted(export.glob(f"{ALTERNATIVES_DIR}/trial_*/preset.*"))
             if presets:
                 name = _artifact_name(f"{self.study_name}-preset")
                 artifact = wandb.Artifact(name, type="preset", metadata={"study": self.study_name})
                 for path in presets:
-                    # trial_0003/preset.yaml; a scrubbed copy, never the file itself
-                    with artifact.new_file(f"{path.parent.name}/{path.name}") as f:
+                    # recommended/preset.yaml, alternatives/trial_0003/preset.yaml; a scrubbed copy, never the file
+                    with artifact.new_file(str(path.relative_to(export))) as f:
                         f.write(self._scrub(path.read_text()))
                 run.log_artifact(artifact)
             run.summary["status"] = status

@@ -1,4 +1,4 @@
-"""Keep storage passwords out of every file an export or a report writes."""
+"""Keep storage passwords out of every line the sweep prints and every file it, the export and the report write."""
 
 from __future__ import annotations
 
