@@ -14,7 +14,7 @@ from vboost.export._comfyui import comfyui_values
 from vboost.export._secrets import SecretScrubber
 from vboost.export._snippets import diffusers_native_snippet, vboost_snippet
 from vboost.export._study import StudyRun, open_study_run
-from vboost.methods.preset import ObjectiveValue, Preset
+from vboost.methods.preset import SETTING_FIELDS, ObjectiveValue, Preset
 
 
 @dataclasses.dataclass
@@ -27,7 +27,8 @@ class ExportedSetting:
 
 
 def preset_for_trial(run: StudyRun, trial: FrozenTrial) -> Preset:
-    """The preset of ``trial``: the study's method with the trial's knobs and the sweep's context.
+    """The preset of ``trial``: the study's method with the trial's knobs (as the method takes them, and as searched)
+    and the generation setting the sweep recorded in the study (``SETTING_FIELDS``; ``None`` where not recorded).
 
     Raises ``ValueError`` when the study records no method name.
     """
@@ -46,10 +47,8 @@ def preset_for_trial(run: StudyRun, trial: FrozenTrial) -> Preset:
     return Preset(
         method=run.method,
         params=run.method_params(trial),
-        backbone=run.context.get("backbone"),
-        checkpoint=run.context.get("checkpoint"),
-        num_frames=run.context.get("num_frames"),
-        steps=run.context.get("steps"),
+        searched=dict(trial.params),
+        **{key: run.context.get(key) for key in SETTING_FIELDS},
         objectives=objectives,
         study=run.name,
         trial=trial.number,
