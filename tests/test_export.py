@@ -6,7 +6,6 @@ values and parameters come from the numbers written here, not from the code unde
 
 from __future__ import annotations
 
-import json
 import runpy
 import sys
 from pathlib import Path
@@ -172,27 +171,6 @@ def test_export_writes_every_pareto_member_with_loadable_presets(tmp_path):
             ]
     index = (study_dir / "export" / "README.md").read_text()
     assert all(f"trial_{n:04d}/README.md" in index for n in (3, 5, 7))
-
-
-def test_comfyui_values_and_notes(tmp_path):
-    study_dir = build_sweep_dir(tmp_path, backbone="wan")
-    export_study(study_dir, out=tmp_path / "out")
-    comfy = json.loads((tmp_path / "out" / "trial_0005" / "comfyui.json").read_text())
-    nodes = {node["node"]: node for node in comfy["nodes"]}
-    assert nodes["WanVideoEnhanceAVideo"]["inputs"] == {"weight": 4.0, "start_percent": 0.0, "end_percent": 1.0}
-    assert any("DIFFERENT QUANTITY" in note for note in nodes["WanVideoEnhanceAVideo"]["notes"])
-    assert nodes["WanVideoEnhanceAVideoKJ"]["inputs"] == {"weight": 4.0}
-    # weight / F at the tuned length: 9 frames -> 3 latent frames with Wan's 4x temporal VAE.
-    assert any(f"weight / F = {4.0 / 3:.4g}" in note for note in comfy["notes"])
-
-    from vboost.export._comfyui import comfyui_values
-
-    hunyuan = comfyui_values(Preset("enhance_a_video", {"weight": 2.0, "start": 0.2, "end": 0.8, "layers": ["single_transformer_blocks.*"]},
-                                    backbone="hunyuan_video", num_frames=33))
-    assert hunyuan["nodes"][0]["inputs"] == {"weight": 2.0, "single_blocks": True, "double_blocks": False, "start_percent": 0.2, "end_percent": 0.8}
-    ltx = comfyui_values(Preset("enhance_a_video", {"weight": 4.0, "start": 0.0, "end": 0.5}, backbone="ltx_video"))
-    assert any("before to_out" in note for note in ltx["nodes"][0]["notes"])
-    assert any("no step window" in note for note in ltx["nodes"][0]["notes"])
 
 
 def test_no_password_in_any_exported_file(tmp_path, capsys):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
-from vboost.export._comfyui import comfyui_values
+from vboost.export._comfyui import comfyui_export, workflow_fragment
 from vboost.export._secrets import SecretScrubber
 from vboost.export._snippets import diffusers_native_snippet, vboost_snippet
 from vboost.export._study import StudyRun, open_study_run
@@ -65,7 +65,8 @@ def export_study(
     """Export the best trial (one objective) or every Pareto member of a finished sweep.
 
     Writes ``<out>/trial_<n>/`` with ``preset.yaml``, ``preset.json``, ``diffusers_vboost.py``,
-    ``diffusers_native.py`` (FreeInit only), ``comfyui.json`` and ``README.md``, plus ``<out>/README.md``.
+    ``diffusers_native.py`` (FreeInit only), ``comfyui.json``, ``comfyui/<Node>.json`` (a ComfyUI workflow per node
+    that takes the setting) and ``README.md``, plus ``<out>/README.md``.
     ``out`` defaults to ``<study dir>/export``; a ``trial_<n>/`` there from an earlier export whose trial is no
     longer best is removed. A storage password never reaches a written file.
     Returns one :class:`ExportedSetting` per trial; raises ``ValueError`` when there is no best setting to export.
@@ -101,9 +102,14 @@ def _export_trial(run: StudyRun, trial: FrozenTrial, directory: Path) -> Exporte
     native = diffusers_native_snippet(preset)
     if native is not None:
         files["diffusers_native"] = _write(directory / "diffusers_native.py", native, scrub)
-    comfy = comfyui_values(preset)
-    files["comfyui"] = _write(directory / "comfyui.json", json.dumps(comfy, indent=2) + "\n", scrub)
-    files["readme"] = _write(directory / "README.md", _trial_readme(run, preset, comfy, sorted(files)), scrub)
+    comfy = comfyui_export(preset)
+    files["comfyui"] = _write(directory / "comfyui.json", json.dumps(comfy.to_dict(), indent=2) + "\n", scrub)
+    for node in comfy.nodes:
+        if node.values is not None:  # a UI workflow holding the node, to load or drag into ComfyUI
+            name = node.node.class_name
+            fragment = json.dumps(workflow_fragment(node), indent=2) + "\n"
+            files[f"comfyui_{name}"] = _write(directory / "comfyui" / f"{name}.json", fragment, scrub)
+    files["readme"] = _write(directory / "README.md", _trial_readme(run, preset, comfy.to_dict(), sorted(files)), scrub)
     return ExportedSetting(trial=trial.number, preset=preset, files=files)
 
 
@@ -142,8 +148,11 @@ def _trial_readme(run: StudyRun, preset: Preset, comfy: dict, files: list[str]) 
         lines.append("- `diffusers_native.py` does the same with plain diffusers (`pipe.enable_free_init`).")
     lines += ["", "## ComfyUI"]
     for node in comfy["nodes"]:
-        inputs = ", ".join(f"`{key}` = {value!r}" for key, value in node["inputs"].items())
-        lines.append(f"- **{node['node']}** ({node['package']}): {inputs}")
+        if node["exported"]:
+            values = ", ".join(f"`{key}` = {value!r}" for key, value in node["values"].items())
+            lines.append(f"- **{node['node']}** ({node['package']}): {values} (workflow: `comfyui/{node['node']}.json`)")
+        else:
+            lines.append(f"- **{node['node']}** ({node['package']}): nothing exported")
         lines += [f"  - note: {note}" for note in node["notes"]]
     lines += [f"- {note}" for note in comfy["notes"]]
     return "\n".join(lines) + "\n"
