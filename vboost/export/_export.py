@@ -65,8 +65,8 @@ def export_study(
     """Export the best trial (one objective) or every Pareto member of a finished sweep.
 
     Writes ``<out>/trial_<n>/`` with ``preset.yaml``, ``preset.json``, ``diffusers_vboost.py``,
-    ``diffusers_native.py`` (FreeInit only), ``comfyui.json``, ``comfyui/<Node>.json`` (a ComfyUI workflow per node
-    that takes the setting) and ``README.md``, plus ``<out>/README.md``.
+    ``diffusers_native.py`` (FreeInit on AnimateDiff), ``comfyui.json``, ``comfyui/<Node>.json`` (a ComfyUI workflow
+    per node that takes the setting) and ``README.md``, plus ``<out>/README.md``.
     ``out`` defaults to ``<study dir>/export``; a ``trial_<n>/`` there from an earlier export whose trial is no
     longer best is removed. A storage password never reaches a written file.
     Returns one :class:`ExportedSetting` per trial; raises ``ValueError`` when there is no best setting to export.
@@ -142,7 +142,8 @@ def _trial_readme(run: StudyRun, preset: Preset, comfy: dict, files: list[str]) 
         "## Use it",
         "- vboost: `Preset.load('preset.yaml').build()` gives the method; "
         "`with method.attached(pipe): pipe(...)` applies it.",
-        "- `python diffusers_vboost.py /path/to/local/pipeline --prompt ...` runs it on your local pipeline.",
+        "- `python diffusers_vboost.py /path/to/local/pipeline` generates the tuning clips again (same prompts, seeds, "
+        "size, frames, steps, guidance, dtype and fps; `--help` for other prompts or settings).",
     ]
     if "diffusers_native" in files:
         lines.append("- `diffusers_native.py` does the same with plain diffusers (`pipe.enable_free_init`).")
