@@ -3,14 +3,8 @@ expected candidates, values and parameters come from the numbers written there, 
 
 from __future__ import annotations
 
-import json
-import runpy
-import sys
 
-import imageio.v2 as imageio
-import numpy as np
 import pytest
-import torch
 
 from vboost.export import export_study
 from vboost.export.__main__ import main as export_main
@@ -112,27 +106,6 @@ def test_a_new_export_replaces_an_old_one(tmp_path):
     assert sorted(p.name for p in (study_dir / "export").iterdir()) == ["README.md", "alternatives"]
 
 
-def test_comfyui_values_and_notes(tmp_path):
-    study_dir = build_sweep_dir(tmp_path, backbone="wan")
-    export_study(study_dir, out=tmp_path / "out")
-    comfy = json.loads((tmp_path / "out" / "recommended" / "comfyui.json").read_text())
-    nodes = {node["node"]: node for node in comfy["nodes"]}
-    assert nodes["WanVideoEnhanceAVideo"]["inputs"] == {"weight": 4.0, "start_percent": 0.0, "end_percent": 1.0}
-    assert any("DIFFERENT QUANTITY" in note for note in nodes["WanVideoEnhanceAVideo"]["notes"])
-    assert nodes["WanVideoEnhanceAVideoKJ"]["inputs"] == {"weight": 4.0}
-    # weight / F at the tuned length: 9 frames -> 3 latent frames with Wan's 4x temporal VAE.
-    assert any(f"weight / F = {4.0 / 3:.4g}" in note for note in comfy["notes"])
-
-    from vboost.export._comfyui import comfyui_values
-
-    hunyuan = comfyui_values(Preset("enhance_a_video", {"weight": 2.0, "start": 0.2, "end": 0.8, "layers": ["single_transformer_blocks.*"]},
-                                    backbone="hunyuan_video", num_frames=33))
-    assert hunyuan["nodes"][0]["inputs"] == {"weight": 2.0, "single_blocks": True, "double_blocks": False, "start_percent": 0.2, "end_percent": 0.8}
-    ltx = comfyui_values(Preset("enhance_a_video", {"weight": 4.0, "start": 0.0, "end": 0.5}, backbone="ltx_video"))
-    assert any("before to_out" in note for note in ltx["nodes"][0]["notes"])
-    assert any("no step window" in note for note in ltx["nodes"][0]["notes"])
-
-
 def test_no_password_in_any_exported_file(tmp_path, capsys):
     study_dir = build_sweep_dir(tmp_path)
     assert export_main([str(study_dir), "--out", str(tmp_path / "out")]) == 0
@@ -147,67 +120,3 @@ def test_export_errors_are_one_line_and_masked(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
     assert export_main(["some_study", "--storage", f"sqlite:///{tmp_path / 'empty.db'}"]) == 2
     assert "some_study" in capsys.readouterr().err
-
-
-# --- the snippet on a real (tiny) pipeline ---------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_cogvideox_dir(tmp_path_factory):
-    from vboost.backbones.cogvideox import CogVideoXBackbone
-
-    path = tmp_path_factory.mktemp("tiny_cogvideox")
-    CogVideoXBackbone.tiny(seed=0).save_pretrained(path)
-    return path
-
-
-def test_diffusers_snippet_runs_and_applies_the_setting(tmp_path, tiny_cogvideox_dir, monkeypatch):
-    study_dir = build_sweep_dir(tmp_path)
-    export_study(study_dir)
-    snippet = study_dir / "export" / "recommended" / "diffusers_vboost.py"
-
-    # As a script: loads the local pipeline, generates, writes an mp4.
-    out_mp4 = tmp_path / "snippet.mp4"
-    argv = [str(snippet), str(tiny_cogvideox_dir), "--prompt", "a cat", "--steps", "2", "--num-frames", "9",
-            "--height", "32", "--width", "32", "--out", str(out_mp4)]
-    monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(snippet), run_name="__main__")
-    assert len(imageio.mimread(out_mp4)) == NUM_FRAMES
-
-    # Its frames equal those of the same pipeline with EnhanceAVideo(weight=4.0) attached by hand, and differ without it.
-    module = runpy.run_path(str(snippet))
-    pipe = module["load_pipeline"](str(tiny_cogvideox_dir), "float32", "cpu")
-    ours = module["generate"](pipe, "a cat", seed=3, num_frames=9, steps=2, height=32, width=32)
-
-    def by_hand(method):
-        generator = torch.Generator("cpu").manual_seed(3)
-        kwargs = dict(prompt="a cat", num_frames=9, num_inference_steps=2, height=32, width=32, generator=generator, output_type="np")
-        if method is None:
-            return pipe(**kwargs).frames[0]
-        with method.attached(pipe):
-            return pipe(**kwargs).frames[0]
-
-    np.testing.assert_array_equal(ours, by_hand(EnhanceAVideo(weight=4.0)))
-    assert np.abs(ours - by_hand(None)).max() > 1e-4
-
-
-@pytest.mark.slow
-def test_free_init_native_snippet_matches_the_vboost_one(tmp_path):
-    from vboost.backbones.animatediff import AnimateDiffBackbone
-    from vboost.export._snippets import diffusers_native_snippet, vboost_snippet
-    from vboost.methods.free_init import FreeInit
-
-    pipe_dir = tmp_path / "tiny_animatediff"
-    AnimateDiffBackbone.tiny(seed=0).save_pretrained(pipe_dir)
-    method = FreeInit(num_iters=2, method="gaussian", spatial_stop_frequency=0.3, temporal_stop_frequency=0.2)
-    preset = Preset.from_method(method, backbone="animatediff", num_frames=4, steps=2)
-    frames = {}
-    for kind, text in (("native", diffusers_native_snippet(preset)), ("vboost", vboost_snippet(preset, method))):
-        assert ("enable_free_init" in text) == (kind == "native")
-        path = tmp_path / f"{kind}.py"
-        path.write_text(text)
-        module = runpy.run_path(str(path))
-        pipe = module["load_pipeline"](str(pipe_dir), "float32", "cpu")
-        frames[kind] = module["generate"](pipe, "a cat", seed=1, height=32, width=32)
-        assert not getattr(pipe, "_free_init_num_iters", None)  # switched off again after the call
-    np.testing.assert_array_equal(frames["native"], frames["vboost"])
-    assert diffusers_native_snippet(Preset("enhance_a_video", {"weight": 1.0})) is None

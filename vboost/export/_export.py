@@ -11,9 +11,9 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
-from vboost.export._comfyui import comfyui_values
+from vboost.export._comfyui import comfyui_export, workflow_fragment
 from vboost.export._snippets import diffusers_native_snippet, vboost_snippet
-from vboost.methods.preset import ObjectiveValue, Preset
+from vboost.methods.preset import SETTING_FIELDS, ObjectiveValue, Preset
 from vboost.record import (
     ALTERNATIVES_DIR,
     EXPORT_DIR,
@@ -55,7 +55,8 @@ class Export:
 
 
 def preset_for_trial(run: StudyRun, trial: FrozenTrial) -> Preset:
-    """The preset of ``trial``: the study's method with the trial's knobs and the sweep's context.
+    """The preset of ``trial``: the study's method with the trial's knobs (as the method takes them, and as searched)
+    and the generation setting the sweep recorded in the study (``SETTING_FIELDS``; ``None`` where not recorded).
 
     Raises ``ValueError`` when the study records no method name.
     """
@@ -74,10 +75,8 @@ def preset_for_trial(run: StudyRun, trial: FrozenTrial) -> Preset:
     return Preset(
         method=run.method,
         params=run.method_params(trial),
-        backbone=run.context.get("backbone"),
-        checkpoint=run.context.get("checkpoint"),
-        num_frames=run.context.get("num_frames"),
-        steps=run.context.get("steps"),
+        searched=dict(trial.params),
+        **{key: run.context.get(key) for key in SETTING_FIELDS},
         objectives=objectives,
         study=run.name,
         trial=trial.number,
@@ -94,9 +93,10 @@ def export_study(
     """Export a finished sweep's decision (``vboost.record.decide``) to ``out`` (default ``<study dir>/export``).
 
     Writes ``recommended/`` when a setting is recommended and ``alternatives/trial_<n>/`` for every other candidate,
-    each with ``preset.yaml``, ``preset.json``, ``diffusers_vboost.py``, ``diffusers_native.py`` (FreeInit only),
-    ``comfyui.json`` and ``README.md``, plus ``README.md`` saying what is recommended, or that nothing is and why.
-    A storage password never reaches a written file. Raises ``ValueError`` when the study has no completed trial.
+    each with ``preset.yaml``, ``preset.json``, ``diffusers_vboost.py``, ``diffusers_native.py`` (FreeInit on
+    AnimateDiff), ``comfyui.json``, ``comfyui/<Node>.json`` (a ComfyUI workflow per node that takes the setting) and
+    ``README.md``, plus ``README.md`` saying what is recommended, or that nothing is and why. A storage password never
+    reaches a written file. Raises ``ValueError`` when the study has no completed trial.
     """
     run = open_study_run(study_or_dir, storage=storage, study_name=study_name)
     if out is None:
@@ -142,9 +142,14 @@ def _export_trial(run: StudyRun, decision: Decision, candidate: Candidate, statu
     native = diffusers_native_snippet(preset)
     if native is not None:
         files["diffusers_native"] = _write(directory / "diffusers_native.py", native, scrub)
-    comfy = comfyui_values(preset)
-    files["comfyui"] = _write(directory / "comfyui.json", json.dumps(comfy, indent=2) + "\n", scrub)
-    readme = _trial_readme(run, decision, preset, candidate, status, comfy, sorted(files))
+    comfy = comfyui_export(preset)
+    files["comfyui"] = _write(directory / "comfyui.json", json.dumps(comfy.to_dict(), indent=2) + "\n", scrub)
+    for node in comfy.nodes:
+        if node.values is not None:  # a UI workflow holding the node, to load or drag into ComfyUI
+            name = node.node.class_name
+            fragment = json.dumps(workflow_fragment(node), indent=2) + "\n"
+            files[f"comfyui_{name}"] = _write(directory / "comfyui" / f"{name}.json", fragment, scrub)
+    readme = _trial_readme(run, decision, preset, candidate, status, comfy.to_dict(), sorted(files))
     files["readme"] = _write(directory / "README.md", readme, scrub)
     return ExportedSetting(trial=trial.number, preset=preset, status=status, files=files)
 
@@ -191,14 +196,18 @@ def _trial_readme(
         "## Use it",
         "- vboost: `Preset.load('preset.yaml').build()` gives the method; "
         "`with method.attached(pipe): pipe(...)` applies it.",
-        "- `python diffusers_vboost.py /path/to/local/pipeline --prompt ...` runs it on your local pipeline.",
+        "- `python diffusers_vboost.py /path/to/local/pipeline` generates the tuning clips again (same prompts, seeds, "
+        "size, frames, steps, guidance, dtype and fps; `--help` for other prompts or settings).",
     ]
     if "diffusers_native" in files:
         lines.append("- `diffusers_native.py` does the same with plain diffusers (`pipe.enable_free_init`).")
     lines += ["", "## ComfyUI"]
     for node in comfy["nodes"]:
-        inputs = ", ".join(f"`{key}` = {value!r}" for key, value in node["inputs"].items())
-        lines.append(f"- **{node['node']}** ({node['package']}): {inputs}")
+        if node["exported"]:
+            values = ", ".join(f"`{key}` = {value!r}" for key, value in node["values"].items())
+            lines.append(f"- **{node['node']}** ({node['package']}): {values} (workflow: `comfyui/{node['node']}.json`)")
+        else:
+            lines.append(f"- **{node['node']}** ({node['package']}): nothing exported")
         lines += [f"  - note: {note}" for note in node["notes"]]
     lines += [f"- {note}" for note in comfy["notes"]]
     return "\n".join(lines) + "\n"

@@ -1,13 +1,16 @@
 """A tuned method setting as a file: what ``vboost.export`` writes and what users load back.
 
-A preset holds the method's knobs plus the context they were tuned in (backbone, frames, steps, the objective
-values against the baseline), so a reader knows where the numbers hold. ``Preset.build()`` gives the method.
+A preset holds the method's knobs plus the generation setting they were tuned at (backbone, frames, size, steps,
+guidance, fps, dtype, latent frames, the tuning prompts and seeds) and the objective values against the baseline,
+so a reader knows where the numbers hold and the exported script can generate the tuned clips again.
+``Preset.build()`` gives the method. What each field means: ``docs/presets.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,18 @@ import yaml
 
 from vboost.methods.base import Method
 
-FORMAT_VERSION = 1
+# Version 2 adds the full generation setting (height, width, guidance, fps, dtype, latent_frames, prompts, seeds)
+# and the searched values (``searched``); version 1 files load with those fields unset.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+
+# The generation setting of a preset, named as the sweep's run context names it (the study records these keys).
+SETTING_FIELDS = (
+    "backbone", "checkpoint", "num_frames", "height", "width", "steps", "guidance", "fps", "dtype", "latent_frames",
+    "prompts", "seeds",
+)
+_POSITIVE_INTS = ("num_frames", "height", "width", "steps", "latent_frames")
+_POSITIVE_NUMBERS = ("fps",)
 
 
 @dataclasses.dataclass
@@ -37,21 +51,54 @@ class ObjectiveValue:
 class Preset:
     """A method name, its parameters, and the setting they were tuned for.
 
+    ``params`` are the method's keyword arguments; ``searched`` the values the search sampled (the trial's Optuna
+    parameters, e.g. ``weight_per_frame`` where the method takes ``weight``), ``None`` when not recorded.
     ``backbone`` is a backbone family (``conf/backbone``), ``checkpoint`` a hint of which weights were used;
-    ``num_frames`` and ``steps`` are what the sweep generated with (the same weight means something else at
-    another frame count). ``study`` and ``trial`` name where the preset came from.
+    ``num_frames`` ... ``dtype`` are what the sweep generated with, ``latent_frames`` the frame count F the method's
+    attention saw (after the temporal patch), ``prompts`` and ``seeds`` the tuning clips (clip ``p<i>_s<seed>`` is
+    ``prompts[i]`` with ``seed``). ``study`` and ``trial`` name where the preset came from. Unknown fields are ``None``.
+
+    Raises ``ValueError`` naming the field and value when a setting field has the wrong type or sign.
     """
 
     method: str
     params: dict[str, Any]
+    _: dataclasses.KW_ONLY
+    searched: dict[str, Any] | None = None
     backbone: str | None = None
     checkpoint: str | None = None
     num_frames: int | None = None
+    height: int | None = None
+    width: int | None = None
     steps: int | None = None
+    guidance: float | None = None
+    fps: float | None = None
+    dtype: str | None = None
+    latent_frames: int | None = None
+    prompts: list[str] | None = None
+    seeds: list[int] | None = None
     objectives: list[ObjectiveValue] = dataclasses.field(default_factory=list)
     study: str | None = None
     trial: int | None = None
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"preset {name} must be a positive int; got {value!r}")
+        for name in _POSITIVE_NUMBERS:
+            value = getattr(self, name)
+            if value is not None and not _is_number(value, positive=True):
+                raise ValueError(f"preset {name} must be a positive number; got {value!r}")
+        if self.guidance is not None and not _is_number(self.guidance):
+            raise ValueError(f"preset guidance must be a number; got {self.guidance!r}")
+        if self.prompts is not None and not (isinstance(self.prompts, list) and all(isinstance(p, str) for p in self.prompts)):
+            raise ValueError(f"preset prompts must be a list of strings; got {self.prompts!r}")
+        if self.seeds is not None and not (
+            isinstance(self.seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds)
+        ):
+            raise ValueError(f"preset seeds must be a list of ints; got {self.seeds!r}")
 
     @classmethod
     def from_method(cls, method: Method, **context: Any) -> "Preset":
@@ -91,8 +138,8 @@ class Preset:
         if not isinstance(data["params"], dict):
             raise ValueError(f"preset params must be a mapping; got {data['params']!r}")
         version = data.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"preset format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        if version not in _READABLE_VERSIONS:
+            raise ValueError(f"preset format_version {version!r} is not supported (readable: {list(_READABLE_VERSIONS)})")
         objectives = [ObjectiveValue(**obj) for obj in data.get("objectives") or []]
         return cls(**{**data, "objectives": objectives})
 
@@ -141,6 +188,12 @@ class Preset:
             raise ValueError(f"bad parameters {self.params!r} for {self.method!r}: {err}") from err
 
 
+def _is_number(value: Any, *, positive: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value > 0 or not positive
+
+
 def _plain(value: Any) -> Any:
     """Tuples to lists, recursively (YAML's safe dumper has no tuples)."""
     if isinstance(value, dict):
@@ -158,4 +211,4 @@ def _restore_tuples(value: Any, field: dataclasses.Field) -> Any:
     return value
 
 
-__all__ = ["ObjectiveValue", "Preset"]
+__all__ = ["SETTING_FIELDS", "ObjectiveValue", "Preset"]
