@@ -82,6 +82,8 @@ def test_export_writes_the_recommended_setting_and_the_other_candidates_as_alter
             assert [(o.name, o.direction, o.value, o.baseline) for o in preset.objectives] == [
                 (n, d, TRIALS[item.trial][2][i], baseline_values[i]) for i, (n, d) in enumerate(OBJECTIVES)
             ]
+            assert preset.status == item.status
+            assert preset.held_out["proxy/temporal_flickering"]["low"] is not None
         readme = (folder / "README.md").read_text()
         assert ("**RECOMMENDED.**" in readme) == (item.status == "recommended")
         assert ("**NOT RECOMMENDED.**" in readme) == (item.status == "not recommended")

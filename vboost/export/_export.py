@@ -54,9 +54,11 @@ class Export:
         return f"{head}; {len(self.alternatives)} alternative(s) not recommended"
 
 
-def preset_for_trial(run: StudyRun, trial: FrozenTrial) -> Preset:
-    """The preset of ``trial``: the study's method with the trial's knobs (as the method takes them, and as searched)
-    and the generation setting the sweep recorded in the study (``SETTING_FIELDS``; ``None`` where not recorded).
+def preset_for_trial(run: StudyRun, trial: FrozenTrial, status: str | None = None,
+                     held_out: dict[str, Effect] | None = None) -> Preset:
+    """The preset of ``trial``: the study's method with the trial's knobs (as the method takes them, and as searched),
+    the generation setting the sweep recorded in the study (``SETTING_FIELDS``; ``None`` where not recorded) and, when
+    given, the study's verdict on it and its validated effects on the held-out clips.
 
     Raises ``ValueError`` when the study records no method name.
     """
@@ -80,6 +82,8 @@ def preset_for_trial(run: StudyRun, trial: FrozenTrial) -> Preset:
         objectives=objectives,
         study=run.name,
         trial=trial.number,
+        status=status,
+        held_out={record: effect.to_dict() for record, effect in held_out.items()} if held_out else None,
     )
 
 
@@ -131,7 +135,7 @@ def export_run(run: StudyRun, decision: Decision, out: Path) -> Export:
 
 def _export_trial(run: StudyRun, decision: Decision, candidate: Candidate, status: str, directory: Path) -> ExportedSetting:
     trial = candidate.trial
-    preset = preset_for_trial(run, trial)
+    preset = preset_for_trial(run, trial, status, candidate.effects)
     method = preset.build()  # fail here, naming the bad knob, rather than in the user's script
     scrub = run.scrubber
     files = {

@@ -19,8 +19,9 @@ import yaml
 
 from vboost.methods.base import Method
 
-# Version 2 adds the full generation setting (height, width, guidance, fps, dtype, latent_frames, prompts, seeds)
-# and the searched values (``searched``); version 1 files load with those fields unset.
+# Version 2 adds the full generation setting (height, width, guidance, fps, dtype, latent_frames, prompts, seeds),
+# the searched values (``searched``) and the study's verdict (``status``, ``held_out``); version 1 files load with
+# those fields unset.
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
 
@@ -31,6 +32,7 @@ SETTING_FIELDS = (
 )
 _POSITIVE_INTS = ("num_frames", "height", "width", "steps", "latent_frames")
 _POSITIVE_NUMBERS = ("fps",)
+_STATUSES = (None, "recommended", "not recommended", "unvalidated")
 
 
 @dataclasses.dataclass
@@ -56,7 +58,10 @@ class Preset:
     ``backbone`` is a backbone family (``conf/backbone``), ``checkpoint`` a hint of which weights were used;
     ``num_frames`` ... ``dtype`` are what the sweep generated with, ``latent_frames`` the frame count F the method's
     attention saw (after the temporal patch), ``prompts`` and ``seeds`` the tuning clips (clip ``p<i>_s<seed>`` is
-    ``prompts[i]`` with ``seed``). ``study`` and ``trial`` name where the preset came from. Unknown fields are ``None``.
+    ``prompts[i]`` with ``seed``). ``study`` and ``trial`` name where the preset came from. ``status`` is the study's
+    verdict on it (``recommended``, ``not recommended``: validated and rejected, or ``unvalidated``) and ``held_out``
+    its validated effects vs the untouched model on the held-out clips (per record: ``mean``, ``low``, ``high``,
+    ``n``, ``confidence``). Unknown fields are ``None``.
 
     Raises ``ValueError`` naming the field and value when a setting field has the wrong type or sign.
     """
@@ -80,9 +85,13 @@ class Preset:
     objectives: list[ObjectiveValue] = dataclasses.field(default_factory=list)
     study: str | None = None
     trial: int | None = None
+    status: str | None = None
+    held_out: dict[str, dict[str, Any]] | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        if self.status not in _STATUSES:
+            raise ValueError(f"preset status must be one of {list(_STATUSES)}; got {self.status!r}")
         for name in _POSITIVE_INTS:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
