@@ -200,6 +200,48 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert trials[2].state in (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+def test_out_of_memory_is_recorded_its_memory_freed_and_the_next_trial_runs(tmp_path):
+    # The GPU path's out-of-memory error, raised on the CPU by a user method that first takes a large tensor (as a
+    # failing forward pass would). The next trial's method reports whether that tensor is still alive.
+    (tmp_path / "oom_method.py").write_text(textwrap.dedent("""
+        import dataclasses, gc, os, weakref
+        import torch
+        from vboost.methods import METHODS, EnhanceAVideo
+
+        gc.disable()  # no automatic collection: only what the sweep does after the error may free the tensor
+        TAKEN = []
+
+        @dataclasses.dataclass
+        class HungryEnhanceAVideo(EnhanceAVideo):
+            name = "hungry_enhance_a_video"
+            oom: bool = False
+
+            def _attach(self, target, denoiser, handle):
+                if self.oom:
+                    activations = torch.ones(25_000_000)  # 100 MB, held by this frame when the error leaves it
+                    TAKEN.append(weakref.ref(activations))
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+                with open(os.environ["HUNGRY_REPORT"], "a") as report:
+                    report.write(f"{sum(ref() is not None for ref in TAKEN)} of {len(TAKEN)} alive\\n")
+                super()._attach(target, denoiser, handle)
+
+        METHODS[HungryEnhanceAVideo.name] = HungryEnhanceAVideo
+    """))
+    report = tmp_path / "report.txt"
+    os.environ["HUNGRY_REPORT"] = str(report)
+    try:
+        result = sweep(tmp_path, "imports=[oom_method]", "method.name=hungry_enhance_a_video",
+                       "+method.paper_defaults.cogvideox.oom=true", "study.n_trials=3", "validation.top_k=0")
+    finally:
+        del os.environ["HUNGRY_REPORT"]
+    assert result.returncode == 0, result.stderr
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[1].user_attrs["fail_reason"].startswith("out of memory: CUDA out of memory")
+    assert trials[2].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert report.read_text().splitlines()[0] == "0 of 1 alive"
+
+
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}

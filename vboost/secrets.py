@@ -29,6 +29,11 @@ class SecretScrubber:
         for source in sources:
             self.add(source)
 
+    def add_secret(self, secret: str) -> None:
+        """Mask ``secret`` itself wherever it appears (e.g. the value of a password environment variable)."""
+        if secret:
+            self.passwords.add(secret)
+
     def add(self, value: Any) -> None:
         """Remember the passwords of every URL found in ``value`` (strings, nested dicts and lists)."""
         if isinstance(value, str):

@@ -11,7 +11,6 @@ from omegaconf import DictConfig
 
 from vboost.sweep.app import exit_with, run_job
 from vboost.sweep.config import register_configs
-from vboost.sweep.errors import ConfigError
 
 register_configs()
 
@@ -20,12 +19,11 @@ register_configs()
 def main(cfg: DictConfig) -> str | None:
     try:
         return run_job(cfg)
-    except ConfigError as err:
-        exit_with(err)
     except KeyboardInterrupt:
         print("vboost.sweep: interrupted; the running trial is marked failed. Run the same command to resume.", file=sys.stderr)
         sys.exit(130)
-    return None
+    except Exception as err:  # noqa: BLE001 -- never Hydra's report, which prints the overrides verbatim
+        exit_with(err, cfg)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ in one process with Hydra's basic launcher, so studies that share a backbone sha
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -136,9 +138,29 @@ class MaskSecrets(Callback):
 
 
 def _scrubber(config: DictConfig) -> Any:
+    return job_secrets(config, list(config.hydra.overrides.task))
+
+
+# Environment variables whose values are secrets: PostgreSQL's own password variable, the one the README suggests
+# for ${oc.env:...} in a storage URL, and W&B's key.
+SECRET_ENV = ("PGPASSWORD", "VBOOST_DB_PASSWORD", "WANDB_API_KEY")
+
+
+def job_secrets(cfg: DictConfig, overrides: list[str]) -> Any:
+    """A :class:`~vboost.secrets.SecretScrubber` for everything printed or written about a job: passwords in the
+    storage URL (resolved, so one read from ``${oc.env:...}`` is masked too), in the command-line overrides, and the
+    values of :data:`SECRET_ENV`."""
     from vboost.secrets import SecretScrubber
 
-    return SecretScrubber([list(config.hydra.overrides.task), OmegaConf.select(config, "study.storage", default=None)])
+    sources: list[Any] = [overrides]
+    try:
+        sources.append(OmegaConf.select(cfg, "study.storage"))
+    except Exception:  # noqa: BLE001 -- an interpolation that cannot resolve holds no secret to mask
+        pass
+    scrubber = SecretScrubber(sources)
+    for name in SECRET_ENV:
+        scrubber.add_secret(os.environ.get(name, ""))
+    return scrubber
 
 
 class _MaskedLogRecords:
@@ -169,13 +191,24 @@ def check_job(cfg: DictConfig) -> None:
         plan_sweep(cfg)
     except IncompatibleError as err:
         print(f"will skip {cfg.study.name}: {err}")
-    except ConfigError as err:
-        exit_with(err)
+    except Exception as err:  # noqa: BLE001 -- every failure leaves as one masked line
+        exit_with(err, cfg)
 
 
-def exit_with(err: ConfigError) -> None:
-    print(f"vboost.sweep: error: {err}", file=sys.stderr)
-    sys.exit(2)
+def exit_with(err: BaseException, cfg: DictConfig) -> NoReturn:
+    """Leave with one line on stderr naming what went wrong, passwords masked: exit code 2 for a config that cannot
+    work, 1 for any other failure. ``HYDRA_FULL_ERROR=1`` prints the traceback before it, masked too."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    scrub = job_secrets(cfg, overrides)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        print(scrub("".join(traceback.format_exception(err))), file=sys.stderr)
+    if isinstance(err, ConfigError):
+        print(f"vboost.sweep: error: {scrub(str(err))}", file=sys.stderr)
+        sys.exit(2)
+    first = (str(err).strip().splitlines() or [""])[0]
+    hint = "" if os.environ.get("HYDRA_FULL_ERROR") == "1" else " (HYDRA_FULL_ERROR=1 prints the traceback)"
+    print(f"vboost.sweep: error: {type(err).__name__}: {scrub(first)}{hint}", file=sys.stderr)
+    sys.exit(1)
 
 
 def load_models(plan: SweepPlan) -> tuple[Any, Any]:

@@ -11,7 +11,9 @@ recommendation is decided from those alone.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
+import sqlite3
 import sys
 import time
 import warnings
@@ -19,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+import sqlalchemy
+import torch
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
@@ -70,6 +74,7 @@ class Sweep:
         self.scorer: Any = None
         self._baselines: dict[Role, FrozenTrial | None] = {}  # per stage: the baseline trial results are read against
         self._enqueued_validation: set[str] = set()  # keys this run enqueued: a failed one is retried on the next run
+        self._out_of_memory = False  # the trial that just ended ran out of memory
         self._trial_bar: Any = None
 
     # -- study --------------------------------------------------------------------------------------------------
@@ -78,15 +83,18 @@ class Sweep:
         """Create or load the study; raises :class:`ConfigError` when a stored study optimises something else."""
         plan = self.plan
         plan.study_dir.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(plan.storage_url, plan.cfg.study)
-        study = optuna.create_study(
-            storage=storage,
-            study_name=plan.study_name,
-            sampler=plan.sampler,
-            pruner=plan.pruner,
-            directions=plan.directions,
-            load_if_exists=True,
-        )
+        try:
+            storage = open_storage(plan.storage_url, plan.cfg.study)
+            study = optuna.create_study(
+                storage=storage,
+                study_name=plan.study_name,
+                sampler=plan.sampler,
+                pruner=plan.pruner,
+                directions=plan.directions,
+                load_if_exists=True,
+            )
+        except sqlalchemy.exc.DatabaseError as err:
+            raise ConfigError(_storage_problem(plan.storage_url, err)) from None
         records = [t.record for t in plan.targets]
         stored = study.user_attrs.get(StudyAttr.TARGETS)
         if stored is not None and (stored != records or [d.name.lower() for d in study.directions] != plan.directions):
@@ -147,6 +155,13 @@ class Sweep:
             self.backbone, self.scorer = self._models()
         # One trial per call: the census is taken again before every trial, whoever ran the others.
         study.optimize(self._objective, n_trials=1, catch=(Exception,), callbacks=[self._after_trial])
+        if self._out_of_memory:
+            # The failed trial's tensors are held by its exception's frames, a reference cycle: collect them and give
+            # the cached device memory back before the next trial.
+            self._out_of_memory = False
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def _enqueue_references(self, study: optuna.Study) -> None:
         """Enqueue each reference that has no complete, running or waiting trial yet (a failed one runs again)."""
@@ -210,8 +225,14 @@ class Sweep:
         except optuna.TrialPruned:
             raise
         except (Exception, KeyboardInterrupt) as err:
-            reason = "interrupted (KeyboardInterrupt)" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
-            trial.set_user_attr(TrialAttr.FAIL_REASON, reason[:1000])
+            if isinstance(err, KeyboardInterrupt):
+                reason = "interrupted (KeyboardInterrupt)"
+            elif isinstance(err, torch.OutOfMemoryError):
+                self._out_of_memory = True
+                reason = f"out of memory: {err}"
+            else:
+                reason = f"{type(err).__name__}: {err}"
+            trial.set_user_attr(TrialAttr.FAIL_REASON, mask_url(reason)[:1000])
             raise
 
     def _why_not_run(self, trial: optuna.Trial) -> str | None:
@@ -410,6 +431,19 @@ def decision_context(plan: SweepPlan) -> dict[str, Any]:
         StudyAttr.VALIDATION_SEEDS: list(plan.validation.seeds),
         StudyAttr.DECISION: plan.decision.to_attr(),
     }
+
+
+def _storage_problem(url: str, err: sqlalchemy.exc.DatabaseError) -> str:
+    """One line on why the study storage at ``url`` cannot be opened, and what to do (password masked)."""
+    cause = err.orig or err
+    reason = mask_url((str(cause).strip().splitlines() or [""])[0])
+    # SQLite says "file is not a database" or "malformed" (a DatabaseError) for a damaged file; an OperationalError is
+    # a lock or a path it cannot open.
+    if url.startswith("sqlite") and isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError):
+        path = url.split(":///", 1)[-1]
+        return (f"{path} is not a readable Optuna study ({reason}): move it away to start the study anew, or restore it "
+                "from a copy; the videos and results beside it are kept")
+    return f"study.storage={mask_url(url)!r} cannot be opened: {reason}"
 
 
 def _references_present(study: optuna.Study) -> set[tuple[str, str]]:

@@ -159,6 +159,10 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
         constraints=tuple(constraints),
     )
     study_dir = Path(cfg.output_dir).expanduser().resolve() / cfg.study.name
+    check_device("device", cfg.device)
+    check_device("objective.device", cfg.objective.device)
+    storage_url = cfg.study.storage or f"sqlite:///{study_dir / STUDY_DB}"
+    check_storage_url(storage_url)
     if cfg.logger.name not in LOGGERS:
         raise ConfigError(f"logger.name={cfg.logger.name!r} is not a known logger; known: {', '.join(sorted(LOGGERS))}")
     sampler, pruner = _sampler_and_pruner(cfg.study)
@@ -166,7 +170,7 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
         cfg=cfg,
         study_name=cfg.study.name,
         study_dir=study_dir,
-        storage_url=cfg.study.storage or f"sqlite:///{study_dir / STUDY_DB}",
+        storage_url=storage_url,
         backbone_cls=backbone_cls,
         method_cls=method_cls,
         latent_frames=latent_frames,
@@ -182,6 +186,47 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
         pruner=pruner,
         notes=notes,
     )
+
+
+def check_device(key: str, device: str) -> None:
+    """Raise :class:`ConfigError` unless ``device`` is ``auto`` or a torch device this machine has."""
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{key}={device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError(f"{key}={device!r}: no CUDA device is visible (torch {torch.__version__}); use {key}=cpu or auto")
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(f"{key}={device!r}: only {count} CUDA device(s) are visible (cuda:0 to cuda:{count - 1})")
+    elif parsed.type != "cpu":
+        backend = getattr(torch.backends, parsed.type, None)
+        if backend is None or not backend.is_available():
+            raise ConfigError(f"{key}={device!r}: this machine has no {parsed.type} device; use auto, cpu or cuda")
+
+
+def check_storage_url(url: str) -> None:
+    """Raise :class:`ConfigError` (the URL's password masked) when SQLAlchemy cannot parse ``url`` or its database
+    driver is not installed; nothing is connected to."""
+    import sqlalchemy
+
+    from vboost.secrets import mask_url
+
+    try:
+        dialect = sqlalchemy.engine.make_url(url).get_dialect()
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as err:
+        raise ConfigError(f"study.storage={mask_url(url)!r} is not a database URL SQLAlchemy knows: {mask_url(str(err))}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        extra = ' (pip install -e ".[postgres]")' if dialect.name == "postgresql" else ""
+        raise ConfigError(f"study.storage={mask_url(url)!r} needs the {dialect.driver} driver, which is not installed: "
+                          f"{err}{extra}") from None
 
 
 def _check_backbone(backbone: DictConfig) -> None:
