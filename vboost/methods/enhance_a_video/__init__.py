@@ -1,4 +1,5 @@
-"""Enhance-A-Video (FETA) for full 3-D attention DiTs: CogVideoX, HunyuanVideo, Wan2.1, LTX-Video.
+"""Enhance-A-Video (FETA) for video DiTs: CogVideoX, HunyuanVideo, Wan2.1, LTX-Video (full 3-D attention) and
+Open-Sora v1.2 (the temporal attention of its spatial-temporal blocks).
 
 Each matched attention module gets a processor that reimplements its diffusers processor, computes the
 cross-frame intensity of the video q/k handed to the kernel and scales the video output by
@@ -20,6 +21,7 @@ from vboost.methods.base import Method, MethodHandle, UnsupportedModelError
 from vboost.methods.enhance_a_video._cogvideox import COGVIDEOX
 from vboost.methods.enhance_a_video._hunyuan_video import HUNYUAN_VIDEO
 from vboost.methods.enhance_a_video._ltx_video import LTX_VIDEO
+from vboost.methods.enhance_a_video._opensora import OPENSORA
 from vboost.methods.enhance_a_video._processor import Family, FetaProcessor, FetaState
 from vboost.methods.enhance_a_video._wan import WAN
 
@@ -28,6 +30,7 @@ FAMILIES: dict[str, Family] = {
     "HunyuanVideoTransformer3DModel": HUNYUAN_VIDEO,
     "WanTransformer3DModel": WAN,
     "LTXVideoTransformer3DModel": LTX_VIDEO,
+    "STDiT3": OPENSORA,
 }
 
 
