@@ -71,9 +71,9 @@ def test_cached_prompt_embeddings_give_the_pipelines_own_result(animatediff):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"height": 60}, "height=60 must be a positive multiple of 8"),
-        ({"width": 0}, "width=0 must be a positive multiple of 8"),
-        ({"num_frames": 40}, r"num_frames=40 must be in \[1, 32\]"),
+        ({"height": 60}, r"height=60: animatediff takes multiples of 8 \(its VAE compresses 8x\); nearest: 56 or 64$"),
+        ({"width": 0}, "width=0: animatediff takes multiples of 8 .*; nearest: 8$"),
+        ({"num_frames": 40}, "num_frames=40 gives 40 latent frames; the animatediff denoiser has positions for 32 at most"),
         ({"steps": 0}, "steps=0 must be at least 1"),
     ],
 )

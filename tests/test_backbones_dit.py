@@ -72,12 +72,13 @@ def test_enhance_a_video_changes_output_and_detach_restores_it(backbone):
 
 
 @pytest.mark.parametrize(
-    "cls,num_frames,rule",
-    [(CogVideoXBackbone, 10, r"4k\+1"), (WanBackbone, 8, r"4k\+1"), (HunyuanVideoBackbone, 11, r"4k\+1"), (LTXVideoBackbone, 13, r"8k\+1")],
+    "cls,num_frames,rule,nearest",
+    [(CogVideoXBackbone, 10, r"4k\+1", "9 or 13"), (WanBackbone, 8, r"4k\+1", "5 or 9"),
+     (HunyuanVideoBackbone, 11, r"4k\+1", "9 or 13"), (LTXVideoBackbone, 13, r"8k\+1", "9 or 17")],
 )
-def test_bad_frame_count_raises_before_generation(cls, num_frames, rule):
+def test_bad_frame_count_raises_before_generation(cls, num_frames, rule, nearest):
     backbone = cls.tiny(seed=0)
-    with pytest.raises(ValueError, match=f"{cls.family} needs num_frames = {rule}.*got {num_frames}"):
+    with pytest.raises(ValueError, match=f"num_frames={num_frames}: {cls.family} takes {rule} frames; nearest: {nearest}$"):
         backbone.generate(PROMPT, 0, num_frames=num_frames)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vboost.backbones import BACKBONES, load_backbone
+from vboost.backbones import get_backbone_class, load_backbone
 from vboost.backbones.opensora import (
     OpenSoraBackbone,
     OpenSoraPipeline,
@@ -71,7 +71,7 @@ def backbone() -> OpenSoraBackbone:
 
 
 def test_registered_and_generates_a_uint8_clip(backbone):
-    assert BACKBONES["opensora"] is OpenSoraBackbone
+    assert get_backbone_class("opensora") is OpenSoraBackbone
     assert type(backbone.denoiser).__name__ == OpenSoraBackbone.denoiser_class
     d = backbone.defaults
     video = backbone.generate(PROMPT, 0)

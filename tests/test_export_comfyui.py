@@ -18,7 +18,7 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.pipelines.free_init_utils import FreeInitMixin
 
-from vboost.backbones import BACKBONES
+from vboost.backbones import BACKBONES, backbone_spec
 from vboost.backbones.animatediff import ANIMATEDIFF_SCHEDULER
 from vboost.export import export_study
 from vboost.export._comfyui import comfyui_export, widget_value, workflow_fragment
@@ -177,15 +177,16 @@ def test_docs_tables_match_the_recorded_nodes():
 # --- every backbone x method the sweep supports ------------------------------------------------------------------
 
 # A typical clip length per family; latent frames from the backbone's own geometry (no temporal patch).
-FRAMES = {"cogvideox": 49, "hunyuan_video": 129, "wan": 81, "ltx_video": 97, "animatediff": 16, "animatediff_sparsectrl": 16}
+FRAMES = {"cogvideox": 49, "hunyuan_video": 129, "wan": 81, "ltx_video": 97, "animatediff": 16, "animatediff_sparsectrl": 16,
+          "opensora": 51}
 KNOBS = {
     "enhance_a_video": {"weight": 4.0},
     "bytheway": {"alpha": 0.6, "beta": 1.5, "tau": 7},
     "free_init": {"num_iters": 2, "spatial_stop_frequency": 0.3, "temporal_stop_frequency": 0.25},
 }
 SUPPORTED = [
-    (family, method) for family, backbone in BACKBONES.items() for method, cls in METHODS.items()
-    if cls.supports(backbone.denoiser_class)
+    (family, method) for family in BACKBONES for method, cls in METHODS.items()
+    if cls.supports(backbone_spec(family).denoiser_class)
 ]
 
 
@@ -193,7 +194,7 @@ SUPPORTED = [
 def test_every_exported_fragment_fits_its_node(family, method):
     frames = FRAMES[family]
     preset = Preset(method, KNOBS[method], backbone=family, num_frames=frames,
-                    latent_frames=BACKBONES[family].latent_frames(frames))
+                    latent_frames=backbone_spec(family).geometry(frames, 64, 64).latent_frames)
     export = comfyui_export(preset)
     json.dumps(export.to_dict())  # plain data
     for node in export.nodes:

@@ -12,7 +12,8 @@ import math
 import pytest
 import torch
 
-from vboost.backbones.opensora import OpenSoraBackbone, STDiT3, latent_frame_count
+from vboost.geometry import opensora_vae_frames
+from vboost.backbones.opensora import OpenSoraBackbone, STDiT3
 from vboost.backbones.opensora._stdit3 import PositionEmbedding2D, RotaryEmbedding, STDiT3Block, apply_rotary_emb
 
 FRAMES, PATCHES, DIM = 4, 6, 32
@@ -151,13 +152,13 @@ def test_fps_conditions_and_only_the_first_height_is_read(model):
 @pytest.mark.parametrize("num_frames,expected", [(1, 1), (16, 4), (17, 5), (20, 6), (51, 15), (102, 30), (120, 36)])
 def test_latent_frame_count(num_frames, expected):
     # Each 17-frame run is padded at the front to 20 frames and divided by 4; the rest is padded to whole 4s.
-    assert latent_frame_count(num_frames) == expected
+    assert opensora_vae_frames(num_frames) == expected
 
 
 def test_vae_decodes_each_17_frame_run_on_its_own():
     # The temporal VAE's GroupNorms pool over time, so frames within a run see each other; runs do not.
     vae = OpenSoraBackbone.tiny(seed=0).pipe.vae
-    z = torch.randn(1, 4, latent_frame_count(37), 4, 4)  # runs of 17, 17 and 3 frames: 5 + 5 + 1 latents
+    z = torch.randn(1, 4, opensora_vae_frames(37), 4, 4)  # runs of 17, 17 and 3 frames: 5 + 5 + 1 latents
     with torch.no_grad():
         frames = vae.decode(z, 37)
         second_run = z.clone()

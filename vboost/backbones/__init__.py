@@ -1,43 +1,43 @@
-"""Backbone adapters, one per diffusers pipeline family, and the registry the configs name them by."""
+"""Backbone adapters, one per pipeline family, and the registry the configs name them by.
+
+``BACKBONES`` maps a family to its :class:`BackboneSpec` (plain data: importing this package imports no diffusers,
+so a config is checked before anything heavy loads). A user's module may register an adapter class directly,
+``BACKBONES["mine"] = MyBackbone``. The adapter classes are imported on first use.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
 import torch
 
-from vboost.backbones.animatediff import (
-    AnimateDiffBackbone,
-    AnimateDiffSparseCtrlBackbone,
-)
+from vboost.geometry import ClipGeometry, FrameRule
+from vboost.backbones._specs import SPECS, BackboneSpec
 from vboost.backbones.base import Backbone, GenerationDefaults, Video
-from vboost.backbones.cogvideox import CogVideoXBackbone
-from vboost.backbones.hunyuan_video import HunyuanVideoBackbone
-from vboost.backbones.ltx_video import LTXVideoBackbone
-from vboost.backbones.opensora import OpenSoraBackbone
-from vboost.backbones.wan import WanBackbone
 
-BACKBONES: dict[str, type[Backbone]] = {
-    cls.family: cls
-    for cls in (
-        AnimateDiffBackbone,
-        AnimateDiffSparseCtrlBackbone,
-        CogVideoXBackbone,
-        HunyuanVideoBackbone,
-        WanBackbone,
-        LTXVideoBackbone,
-        OpenSoraBackbone,
-    )
-}
+BACKBONES: dict[str, BackboneSpec | type[Backbone]] = dict(SPECS)
+
+# Adapter class name -> its module, for ``from vboost.backbones import CogVideoXBackbone`` (imported when asked for).
+_ADAPTERS = {spec.target.split(":")[1]: spec.target.split(":")[0] for spec in SPECS.values()}
+
+
+def backbone_spec(family: str) -> BackboneSpec:
+    """The spec registered as ``family`` (importing nothing); raises ``KeyError`` naming the known families."""
+    try:
+        entry = BACKBONES[family]
+    except KeyError:
+        raise KeyError(f"unknown backbone family {family!r}; known: {', '.join(sorted(BACKBONES))}") from None
+    return entry if isinstance(entry, BackboneSpec) else BackboneSpec.of_class(entry)
 
 
 def get_backbone_class(family: str) -> type[Backbone]:
-    """The adapter class registered as ``family``; raises ``KeyError`` naming the known families."""
-    try:
-        return BACKBONES[family]
-    except KeyError:
-        raise KeyError(f"unknown backbone family {family!r}; known: {', '.join(sorted(BACKBONES))}") from None
+    """The adapter class registered as ``family`` (importing it); raises ``KeyError`` naming the known families."""
+    entry = BACKBONES.get(family)
+    if isinstance(entry, type):
+        return entry
+    return backbone_spec(family).load()
 
 
 def load_backbone(
@@ -66,12 +66,22 @@ def load_backbone(
     return cls.from_pretrained(weights, defaults, torch_dtype=torch_dtype, device=device, **load_kwargs)
 
 
+def __getattr__(name: str) -> Any:
+    if name in _ADAPTERS:
+        return getattr(importlib.import_module(_ADAPTERS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "BACKBONES",
     "Backbone",
+    "BackboneSpec",
+    "ClipGeometry",
+    "FrameRule",
     "GenerationDefaults",
     "Video",
+    "backbone_spec",
     "get_backbone_class",
     "load_backbone",
-    *[cls.__name__ for cls in BACKBONES.values()],
+    *_ADAPTERS,
 ]

@@ -42,15 +42,6 @@ def tiny_t5_text_stack(*, seed: int, d_model: int = 16, umt5: bool = False) -> t
     return tokenizer, model_class(config).eval()
 
 
-def check_num_frames(family: str, num_frames: int, temporal_ratio: int) -> None:
-    """Raise ``ValueError`` unless ``num_frames = k * temporal_ratio + 1`` (what the causal video VAEs accept)."""
-    if num_frames < 1 or (num_frames - 1) % temporal_ratio:
-        raise ValueError(
-            f"{family} needs num_frames = {temporal_ratio}k+1 (e.g. {temporal_ratio + 1}, {4 * temporal_ratio + 1}); "
-            f"got {num_frames}"
-        )
-
-
 def to_video(frames: np.ndarray, fps: float) -> Video:
     """The first clip of a pipeline's ``output_type="np"`` frames (floats in [0, 1]) as uint8 ``[T, H, W, 3]``."""
     return Video(frames=(np.clip(frames[0], 0.0, 1.0) * 255.0).round().astype(np.uint8), fps=fps)
@@ -79,11 +70,13 @@ class DiTBackbone(Backbone):
         guidance: float | None = None,
         **kwargs: Any,
     ) -> Video:
-        """One clip; raises ``ValueError`` when ``num_frames`` is not ``k * temporal_compression + 1``."""
+        """One clip; raises ``ValueError`` naming the setting when the model cannot take the clip's size."""
         d = self.defaults
         num_frames = d.num_frames if num_frames is None else num_frames
+        height = d.height if height is None else height
+        width = d.width if width is None else width
         guidance = d.guidance if guidance is None else guidance
-        check_num_frames(self.family, num_frames, self.temporal_compression)
+        self.check_clip(num_frames, height, width)
         key = (prompt, guidance > 1.0)
         if key not in self._prompt_cache:
             with torch.no_grad():
@@ -91,8 +84,8 @@ class DiTBackbone(Backbone):
         out = self.pipe(
             **self._prompt_cache[key],
             num_frames=num_frames,
-            height=d.height if height is None else height,
-            width=d.width if width is None else width,
+            height=height,
+            width=width,
             num_inference_steps=d.steps if steps is None else steps,
             guidance_scale=guidance,
             generator=self._generator(seed),

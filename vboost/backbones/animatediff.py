@@ -22,6 +22,7 @@ from PIL import Image
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from vboost.backbones._specs import SPECS
 from vboost.backbones.base import Backbone, GenerationDefaults, Video
 
 # The sampler AnimateDiff's model cards use (an SD1.5 base ships PNDM instead).
@@ -48,10 +49,8 @@ class AnimateDiffBackbone(Backbone):
     Prompt embeddings are cached per (prompt, negative prompt, CFG), so trials that reuse prompts skip the text encoder.
     """
 
-    family: ClassVar[str] = "animatediff"
+    spec = SPECS["animatediff"]
     pipeline_class: ClassVar[type] = AnimateDiffPipeline
-    denoiser_class: ClassVar[str] = "UNetMotionModel"
-    denoiser_subfolder: ClassVar[str] = "unet"
     # Components a user may load from their own directories and hand to the pipeline.
     separate_components: ClassVar[dict[str, type]] = {"motion_adapter": MotionAdapter}
     tiny_defaults: ClassVar[GenerationDefaults] = GenerationDefaults(
@@ -154,13 +153,7 @@ class AnimateDiffBackbone(Backbone):
         return {}
 
     def _check_settings(self, num_frames: int, height: int, width: int, steps: int) -> None:
-        factor = self.pipe.vae_scale_factor
-        for name, value in (("height", height), ("width", width)):
-            if value <= 0 or value % factor:
-                raise ValueError(f"{name}={value} must be a positive multiple of {factor}")
-        max_frames = self.denoiser.config.motion_max_seq_length
-        if not 1 <= num_frames <= max_frames:
-            raise ValueError(f"num_frames={num_frames} must be in [1, {max_frames}] (the motion modules' positions)")
+        self.check_clip(num_frames, height, width)
         if steps < 1:
             raise ValueError(f"steps={steps} must be at least 1")
 
@@ -183,7 +176,7 @@ class AnimateDiffSparseCtrlBackbone(AnimateDiffBackbone):
     ``controlnet=`` (a ``SparseControlNetModel`` directory).
     """
 
-    family: ClassVar[str] = "animatediff_sparsectrl"
+    spec = SPECS["animatediff_sparsectrl"]
     pipeline_class: ClassVar[type] = AnimateDiffSparseControlNetPipeline
     separate_components: ClassVar[dict[str, type]] = {
         "motion_adapter": MotionAdapter,
@@ -314,7 +307,7 @@ def _tiny_components(seed: int) -> dict[str, Any]:
         motion_layers_per_block=1,
         motion_num_attention_heads=2,
         motion_norm_num_groups=_TINY_GROUPS,
-        motion_max_seq_length=32,
+        **SPECS["animatediff"].tiny_denoiser,
     )
     vae = AutoencoderKL(
         in_channels=3,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from vboost.geometry import ClipGeometry
+from vboost.backbones._specs import BackboneSpec
 
 
 @dataclasses.dataclass
@@ -34,19 +36,29 @@ class GenerationDefaults:
 
 
 class Backbone(abc.ABC):
-    """One diffusers pipeline family: build or load it, name its denoiser, generate clips.
+    """One pipeline family: build or load it, name its denoiser, generate clips.
 
-    ``family`` is the registry key (``conf/backbone/*.yaml`` names it); ``denoiser_class`` is the diffusers
-    class name of its denoiser, so method compatibility is known before any weight loads.
+    A built-in adapter names its :class:`~vboost.backbones.BackboneSpec` (``spec``), which gives ``family`` (the
+    registry key ``conf/backbone/*.yaml`` names), ``denoiser_class`` (the class name of its denoiser, so method
+    compatibility is known before any weight loads), ``denoiser_subfolder`` and its clip geometry. A class without a
+    spec (e.g. one a user registers) sets those attributes itself.
     """
 
+    spec: ClassVar[BackboneSpec | None] = None
     family: ClassVar[str]
     pipeline_class: ClassVar[type]
     denoiser_class: ClassVar[str]
-    # Frames the video VAE folds into one latent frame (1: the denoiser sees every frame).
+    # Without a spec: frames the video VAE folds into one latent frame (1: the denoiser sees every frame).
     temporal_compression: ClassVar[int] = 1
     # The pipeline component holding the denoiser (its config sits in ``<weights>/<subfolder>/config.json``).
     denoiser_subfolder: ClassVar[str] = "transformer"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.spec is not None:
+            cls.family, cls.denoiser_class, cls.denoiser_subfolder = (
+                cls.spec.family, cls.spec.denoiser_class, cls.spec.denoiser_subfolder
+            )
 
     def __init__(self, pipe: Any, defaults: GenerationDefaults) -> None:
         self.pipe = pipe
@@ -58,24 +70,16 @@ class Backbone(abc.ABC):
 
     @classmethod
     def latent_frames(cls, num_frames: int, weights: str | os.PathLike | None = None) -> int:
-        """The frame count F that the denoiser's attention sees for a clip of ``num_frames``.
+        """The frame count F that the denoiser's attention sees for a clip of ``num_frames`` (the checkpoint's
+        temporal patch read from its config when ``weights`` is given; nothing is loaded). Raises
+        ``FileNotFoundError`` naming the config file when it is missing."""
+        spec = BackboneSpec.of_class(cls)
+        return spec.rule.geometry(num_frames, 1, 1, spec.denoiser_config(weights)).latent_frames
 
-        ``(num_frames - 1) // temporal_compression + 1`` latent frames, divided by the denoiser's temporal patch
-        size and rounded up (pipelines pad the latents to a whole patch, as CogVideoX 1.5's does). The patch size
-        is read from the checkpoint's denoiser config when ``weights`` is given (nothing is loaded), and is 1 for
-        the tiny models. Raises ``FileNotFoundError`` naming the config file when it is missing.
-        """
-        patch = 1
-        if weights is not None:
-            path = Path(weights).expanduser() / cls.denoiser_subfolder / "config.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"{str(path)!r} not found: {str(weights)!r} is not a diffusers {cls.family} pipeline")
-            patch = cls._temporal_patch(json.loads(path.read_text()))
-        return -(-((num_frames - 1) // cls.temporal_compression + 1) // patch)
-
-    @staticmethod
-    def _temporal_patch(denoiser_config: dict[str, Any]) -> int:
-        return denoiser_config.get("patch_size_t") or 1
+    def check_clip(self, num_frames: int, height: int, width: int) -> ClipGeometry:
+        """The clip's geometry under the loaded denoiser's config; raises ``ValueError`` naming the setting and the
+        nearest valid values when this model cannot take it."""
+        return BackboneSpec.of_class(type(self)).rule.check(self.family, num_frames, height, width, dict(self.denoiser.config))
 
     @property
     def device(self) -> torch.device:

@@ -11,26 +11,21 @@ from diffusers import (
 )
 
 from vboost.backbones._dit import DiTBackbone, tiny_t5_text_stack
+from vboost.backbones._specs import SPECS
 from vboost.backbones.base import GenerationDefaults
 
 
 class CogVideoXBackbone(DiTBackbone):
     """CogVideoX text-to-video; classifier-free guidance runs batched (``[uncond, cond]``) when guidance > 1."""
 
-    family = "cogvideox"
+    spec = SPECS["cogvideox"]
     pipeline_class = CogVideoXPipeline
-    denoiser_class = "CogVideoXTransformer3DModel"
-    temporal_compression = 4
 
     @classmethod
     def tiny(cls, *, seed: int = 0) -> "CogVideoXBackbone":
         tokenizer, text_encoder = tiny_t5_text_stack(seed=seed)
         torch.manual_seed(seed)
-        transformer = CogVideoXTransformer3DModel(
-            num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=16,
-            text_embed_dim=16, num_layers=2, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
-            temporal_compression_ratio=4, use_rotary_positional_embeddings=True,
-        )
+        transformer = CogVideoXTransformer3DModel(**cls.spec.tiny_denoiser)
         vae = AutoencoderKLCogVideoX(
             down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
             block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,

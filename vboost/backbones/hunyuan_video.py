@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from vboost.backbones._dit import DiTBackbone, tiny_tokenizer
+from vboost.backbones._specs import SPECS
 from vboost.backbones.base import GenerationDefaults
 
 
@@ -34,10 +35,8 @@ def _tiny_clip_tokenizer() -> CLIPTokenizer:
 class HunyuanVideoBackbone(DiTBackbone):
     """HunyuanVideo; ``guidance`` is the embedded (distilled) guidance, so there is one denoiser call per step."""
 
-    family = "hunyuan_video"
+    spec = SPECS["hunyuan_video"]
     pipeline_class = HunyuanVideoPipeline
-    denoiser_class = "HunyuanVideoTransformer3DModel"
-    temporal_compression = 4
 
     @classmethod
     def tiny(cls, *, seed: int = 0) -> "HunyuanVideoBackbone":
@@ -60,11 +59,7 @@ class HunyuanVideoBackbone(DiTBackbone):
                 bos_token_id=0, eos_token_id=1, pad_token_id=1,
             )
         ).eval()
-        transformer = HunyuanVideoTransformer3DModel(
-            in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=2,
-            num_single_layers=2, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True,
-            text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
-        )
+        transformer = HunyuanVideoTransformer3DModel(**cls.spec.tiny_denoiser)
         vae = AutoencoderKLHunyuanVideo(
             latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
             up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,

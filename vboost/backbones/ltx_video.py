@@ -11,25 +11,21 @@ from diffusers import (
 )
 
 from vboost.backbones._dit import DiTBackbone, tiny_t5_text_stack
+from vboost.backbones._specs import SPECS
 from vboost.backbones.base import GenerationDefaults
 
 
 class LTXVideoBackbone(DiTBackbone):
     """LTX-Video; classifier-free guidance runs batched (``[uncond, cond]``) when guidance > 1."""
 
-    family = "ltx_video"
+    spec = SPECS["ltx_video"]
     pipeline_class = LTXPipeline
-    denoiser_class = "LTXVideoTransformer3DModel"
-    temporal_compression = 8
 
     @classmethod
     def tiny(cls, *, seed: int = 0) -> "LTXVideoBackbone":
         tokenizer, text_encoder = tiny_t5_text_stack(seed=seed, d_model=16)
         torch.manual_seed(seed)
-        transformer = LTXVideoTransformer3DModel(
-            in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
-            cross_attention_dim=16, num_layers=2, caption_channels=16,
-        )
+        transformer = LTXVideoTransformer3DModel(**cls.spec.tiny_denoiser)
         # Same compression as the real VAE (32x in space with patch_size 4, 8x in time).
         vae = AutoencoderKLLTXVideo(
             latent_channels=8, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),

@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
 
 from vboost.backbones._dit import DiTBackbone, tiny_t5_text_stack
+from vboost.backbones._specs import SPECS
 from vboost.backbones.base import GenerationDefaults
 
 
 class WanBackbone(DiTBackbone):
     """Wan2.1; classifier-free guidance runs as two separate denoiser calls per step."""
 
-    family = "wan"
+    spec = SPECS["wan"]
     pipeline_class = WanPipeline
-    denoiser_class = "WanTransformer3DModel"
-    temporal_compression = 4
-
-    @staticmethod
-    def _temporal_patch(denoiser_config: dict[str, Any]) -> int:
-        # Wan keeps its patch sizes as one (t, h, w) tuple.
-        return denoiser_config["patch_size"][0]
     max_sequence_length = 512  # WanPipeline.__call__'s text length (its encode_prompt defaults to 226)
 
     @classmethod
     def tiny(cls, *, seed: int = 0) -> "WanBackbone":
         tokenizer, text_encoder = tiny_t5_text_stack(seed=seed, d_model=16, umt5=True)
         torch.manual_seed(seed)
-        transformer = WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-            text_dim=16, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
-        )
+        transformer = WanTransformer3DModel(**cls.spec.tiny_denoiser)
         vae = AutoencoderKLWan(
             base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
         )

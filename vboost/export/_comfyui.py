@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any
 
-from vboost.backbones import get_backbone_class
+from vboost.backbones import backbone_spec
 from vboost.export._comfyui_nodes import (
     ADE_FREE_INIT,
     COG_VIDEO_ENHANCE,
@@ -260,7 +260,7 @@ def _cogvideox_wrapper_frames(num_frames: int, latent_frames: int) -> int:
     CogVideoX 1.0, 2 for 1.5); the wrapper pads ``L`` to ``latent_frames * p`` and uses that. ``p = ceil(L / F)``
     recovers the patch for ``p`` in {1, 2} whenever ``F >= 2``.
     """
-    before_patch = get_backbone_class("cogvideox").latent_frames(num_frames)  # no checkpoint: temporal patch 1
+    before_patch = backbone_spec("cogvideox").rule.geometry(num_frames, 1, 1, {}).vae_frames
     return latent_frames * -(-before_patch // latent_frames)
 
 

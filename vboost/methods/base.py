@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from vboost.geometry import ClipGeometry
 from vboost.methods._steps import StepTracker
 
 
@@ -107,6 +108,10 @@ class Method(abc.ABC):
             raise UnsupportedModelError(
                 f"{cls.__name__} does not support {denoiser_class_name}; supported: {', '.join(cls.supported_denoisers)}"
             )
+
+    def check_clip(self, geometry: ClipGeometry) -> None:
+        """Raise ``ValueError`` naming the knob when this setting cannot run on clips of ``geometry`` (e.g. a frequency
+        band wider than the frame count allows). The sweep calls it before any model loads; the default accepts all."""
 
     def params(self) -> dict[str, Any]:
         """The method's knobs as plain values (what presets and loggers store)."""

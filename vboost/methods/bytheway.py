@@ -15,16 +15,14 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
+from vboost.geometry import ClipGeometry
 from vboost.methods.base import Method, MethodHandle, UnsupportedModelError
 from vboost.ops.bytheway import bytheway_edit, check_knobs, high_band
 
 # up_blocks.<block>.motion_modules.<module>.transformer_blocks.<layer>.attn<1|2>
 _SITE = re.compile(r"up_blocks\.([123])\.motion_modules\.(\d+)\.transformer_blocks\.(\d+)\.attn([12])")
 _ANCHOR_BLOCK = 1
-# The processors whose computation the explicit path reproduces (the plain and the SDPA one).
-_REPRODUCED = (AttnProcessor, AttnProcessor2_0)
 
 
 @dataclasses.dataclass
@@ -56,6 +54,10 @@ class ByTheWay(Method):
         check_knobs(self.alpha, self.beta, self.tau)
         if not (isinstance(self.active_fraction, (int, float)) and 0.0 <= self.active_fraction <= 1.0):
             raise ValueError(f"active_fraction must be in [0, 1]; got {self.active_fraction!r}")
+
+    def check_clip(self, geometry: ClipGeometry) -> None:
+        """``tau`` must fit the frame count: at most ``F - 1 - F//2`` (7 for 16 frames)."""
+        high_band(geometry.latent_frames, self.tau)
 
     def _attach(self, target: Any, denoiser: torch.nn.Module, handle: MethodHandle) -> None:
         sites = _find_sites(denoiser)
@@ -203,6 +205,11 @@ def _find_sites(denoiser: torch.nn.Module) -> list[tuple[str, Any, int, tuple[in
     Raises ``UnsupportedModelError`` when a site runs a processor the explicit path does not reproduce, or when a
     site of ``up_blocks.2/3`` has no counterpart in ``up_blocks.1``; ``RuntimeError`` when already attached.
     """
+    # The processors whose computation the explicit path reproduces (the plain and the SDPA one); imported here, so
+    # that checking a config never imports diffusers.
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    reproduced = (AttnProcessor, AttnProcessor2_0)
     sites = []
     for name, module in denoiser.named_modules():
         match = _SITE.fullmatch(name)
@@ -211,8 +218,8 @@ def _find_sites(denoiser: torch.nn.Module) -> list[tuple[str, Any, int, tuple[in
         processor = getattr(module, "processor", None)
         if isinstance(processor, ByTheWayProcessor):
             raise RuntimeError(f"ByTheWay is already attached to {name}; detach it first")
-        if type(processor) not in _REPRODUCED:
-            names = ", ".join(cls.__name__ for cls in _REPRODUCED)
+        if type(processor) not in reproduced:
+            names = ", ".join(cls.__name__ for cls in reproduced)
             raise UnsupportedModelError(f"{name} runs {type(processor).__name__}; ByTheWay reproduces {names} only")
         if module.is_cross_attention or module.spatial_norm is not None or module.group_norm is not None or module.residual_connection:
             raise UnsupportedModelError(f"{name} is not a plain temporal self-attention")

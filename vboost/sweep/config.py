@@ -27,6 +27,9 @@ class BackboneConfig:
     steps: int = MISSING
     guidance: float = MISSING
     fps: float = MISSING
+    # The most frames the checkpoint's model card supports (null: no limit beyond what the model can take); raise it
+    # explicitly to try longer clips.
+    max_frames: Optional[int] = None
     # Extra keyword arguments of the adapter's from_pretrained, e.g. AnimateDiff's motion_adapter=/dir or
     # SparseCtrl's controlnet=/dir and conditioning_image=/image.png.
     load_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +14,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from vboost.ops.bytheway import high_band
+from vboost.geometry import ClipGeometry
 from vboost.record import ALTERNATIVES_DIR, RECOMMENDED_DIR, STUDY_DB, ConstraintSpec, DecisionSettings, Role, clip_set_id
 from vboost.sweep.errors import ConfigError, IncompatibleError
 from vboost.sweep.loggers import LOGGERS
 from vboost.sweep.space import SearchSpace, parse_search_space
 
 _DTYPES = ("float32", "float16", "bfloat16")
-# Knobs whose domain depends on the latent frame count, which only the backbone config knows; the method's own
-# constructor checks everything else.
-_FRAME_CHECKS: dict[str, Callable[[Any, int], Any]] = {"bytheway": lambda method, frames: high_band(frames, method.tau)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +64,9 @@ class SweepPlan:
     study_name: str
     study_dir: Path
     storage_url: str
-    backbone_cls: type
+    backbone: Any  # the family's vboost.backbones.BackboneSpec
     method_cls: type
-    latent_frames: int
+    geometry: ClipGeometry  # the clips every trial generates, as the denoiser sees them
     space: SearchSpace
     fixed_knobs: dict[str, Any]
     references: list[Reference]
@@ -86,6 +83,10 @@ class SweepPlan:
     def directions(self) -> list[str]:
         return [t.direction for t in self.targets]
 
+    @property
+    def latent_frames(self) -> int:
+        return self.geometry.latent_frames
+
 
 def plan_sweep(cfg: DictConfig) -> SweepPlan:
     """Check ``cfg`` and resolve it into a plan.
@@ -98,7 +99,7 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
             importlib.import_module(module)
         except ImportError as err:
             raise ConfigError(f"imports: cannot import {module!r}: {err}") from None
-    from vboost.backbones import BACKBONES
+    from vboost.backbones import BACKBONES, backbone_spec
     from vboost.methods import METHODS
 
     backbone = cfg.backbone
@@ -107,25 +108,21 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
         raise ConfigError(f"backbone.family={family!r} is not a known backbone; known: {', '.join(sorted(BACKBONES))}")
     if method_name not in METHODS:
         raise ConfigError(f"method.name={method_name!r} is not a known method; known: {', '.join(sorted(METHODS))}")
-    backbone_cls, method_cls = BACKBONES[family], METHODS[method_name]
-    if not method_cls.supports(backbone_cls.denoiser_class):
+    spec, method_cls = backbone_spec(family), METHODS[method_name]
+    if not method_cls.supports(spec.denoiser_class):
         raise IncompatibleError(
-            f"method {method_name!r} does not support backbone {family!r} ({backbone_cls.denoiser_class}); "
+            f"method {method_name!r} does not support backbone {family!r} ({spec.denoiser_class}); "
             f"it supports {', '.join(method_cls.supported_denoisers)}"
         )
     _check_backbone(backbone)
-
-    try:
-        latent_frames = backbone_cls.latent_frames(backbone.num_frames, backbone.weights)
-    except FileNotFoundError as err:
-        raise ConfigError(f"backbone.weights: {err}") from None
-    space = parse_search_space(cfg.method.search_space, latent_frames)
+    geometry = _clip_geometry(spec, backbone)
+    space = parse_search_space(cfg.method.search_space, geometry.latent_frames)
     fixed = OmegaConf.to_container(cfg.method.params, resolve=True)
     overlap = sorted(space.knobs & set(fixed))
     if overlap:
         raise ConfigError(f"method {method_name!r}: {overlap[0]!r} is both in method.params and method.search_space")
     for knobs in space.corners():
-        _check_domain(method_cls, {**fixed, **knobs}, latent_frames, "method.search_space")
+        _check_domain(method_cls, {**fixed, **knobs}, geometry, "method.search_space")
     references = [Reference(Role.BASELINE, str(Role.BASELINE), None)]
     notes = []
     paper = cfg.method.paper_defaults.get(family)
@@ -135,12 +132,12 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
         knobs = {**fixed, **OmegaConf.to_container(paper, resolve=True)}
         try:
             # A published setting may not exist at this clip length (ByTheWay's tau 7 needs 16 frames): skip, say so.
-            _check_domain(method_cls, knobs, latent_frames, f"paper defaults for {family!r}")
+            _check_domain(method_cls, knobs, geometry, f"paper defaults for {family!r}")
             references.append(Reference(Role.PAPER, family, knobs))
         except ConfigError as err:
             notes.append(f"no paper trial: {err}")
     for ref in _preset_references(cfg.presets, method_name):
-        _check_domain(method_cls, ref.knobs, latent_frames, f"preset {ref.key!r}")
+        _check_domain(method_cls, ref.knobs, geometry, f"preset {ref.key!r}")
         references.append(ref)
 
     if cfg.study.n_trials < len(references):
@@ -161,6 +158,7 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
     study_dir = Path(cfg.output_dir).expanduser().resolve() / cfg.study.name
     check_device("device", cfg.device)
     check_device("objective.device", cfg.objective.device)
+    _check_attention_memory(spec, backbone, geometry, cfg.device)
     storage_url = cfg.study.storage or f"sqlite:///{study_dir / STUDY_DB}"
     check_storage_url(storage_url)
     if cfg.logger.name not in LOGGERS:
@@ -171,9 +169,9 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
         study_name=cfg.study.name,
         study_dir=study_dir,
         storage_url=storage_url,
-        backbone_cls=backbone_cls,
+        backbone=spec,
         method_cls=method_cls,
-        latent_frames=latent_frames,
+        geometry=geometry,
         space=space,
         fixed_knobs=fixed,
         references=references,
@@ -241,20 +239,65 @@ def _check_backbone(backbone: DictConfig) -> None:
     for key in ("num_frames", "height", "width", "steps"):
         if backbone[key] < 1:
             raise ConfigError(f"backbone.{key}={backbone[key]} must be positive")
+    if backbone.guidance < 0:
+        raise ConfigError(f"backbone.guidance={backbone.guidance} must be >= 0 (1 or less turns guidance off)")
+    if backbone.fps <= 0:
+        raise ConfigError(f"backbone.fps={backbone.fps} must be positive")
+    if backbone.max_frames is not None and backbone.num_frames > backbone.max_frames:
+        raise ConfigError(
+            f"backbone.num_frames={backbone.num_frames} exceeds backbone.max_frames={backbone.max_frames}, the most this "
+            f"checkpoint's model card supports; set backbone.max_frames={backbone.num_frames} to try it anyway"
+        )
 
 
-def _check_domain(method_cls: type, knobs: dict[str, Any], latent_frames: int, where: str) -> None:
-    """Build the method with ``knobs`` (its own checks run) and check the knobs that depend on the frame count."""
+def _clip_geometry(spec: Any, backbone: DictConfig) -> ClipGeometry:
+    """The clip every trial generates as the backbone's denoiser sees it; raises :class:`ConfigError` naming the
+    setting and the nearest valid values when the backbone cannot take it (the checkpoint's config is read, nothing
+    is loaded)."""
+    try:
+        return spec.geometry(backbone.num_frames, backbone.height, backbone.width, backbone.weights)
+    except FileNotFoundError as err:
+        raise ConfigError(f"backbone.weights: {err}") from None
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _check_attention_memory(spec: Any, backbone: DictConfig, geometry: ClipGeometry, device: str) -> None:
+    """On the CPU, where attention materialises its ``tokens x tokens`` map, refuse a clip whose map alone would not fit
+    in the memory available now (a GPU's fused kernels need no such map, so nothing is estimated there)."""
+    import torch
+
+    if device not in ("cpu", "auto") or (device == "auto" and torch.cuda.is_available()):
+        return
+    config = spec.denoiser_config(backbone.weights)
+    heads = config.get("num_attention_heads") or config.get("num_heads")
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a Linux-like system: no cheap estimate
+        return
+    if not heads:
+        return
+    tokens = geometry.latent_frames * geometry.tokens_per_frame
+    # Full 3-D attention over every video token, both classifier-free guidance halves, float32 scores.
+    needed = 2 * heads * tokens * tokens * 4
+    if needed > available:
+        raise ConfigError(
+            f"backbone.num_frames={backbone.num_frames} at {backbone.height}x{backbone.width} makes {tokens} attention "
+            f"tokens: one attention map needs about {needed / 2**30:.3g} GiB on the CPU, {available / 2**30:.3g} GiB are "
+            "available; use fewer frames or a smaller size"
+        )
+
+
+def _check_domain(method_cls: type, knobs: dict[str, Any], geometry: ClipGeometry, where: str) -> None:
+    """Build the method with ``knobs`` (its own checks run) and check them against the clip geometry."""
     try:
         method = method_cls(**knobs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {method_cls.name} rejects {knobs}: {err}") from None
-    check_frames = _FRAME_CHECKS.get(method_cls.name)
-    if check_frames is not None:
-        try:
-            check_frames(method, latent_frames)
-        except ValueError as err:
-            raise ConfigError(f"{where}: {method_cls.name} {err}") from None
+    try:
+        method.check_clip(geometry)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {method_cls.name} {err}") from None
 
 
 def _preset_references(paths: list[str], method_name: str) -> list[Reference]:

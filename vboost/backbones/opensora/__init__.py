@@ -8,7 +8,7 @@ from vboost.backbones.opensora._checkpoint import load_stdit3, load_vae, save_st
 from vboost.backbones.opensora._pipeline import OpenSoraPipeline
 from vboost.backbones.opensora._rflow import RFlowScheduler, timestep_transform
 from vboost.backbones.opensora._stdit3 import STDiT3, STDiT3AttnProcessor
-from vboost.backbones.opensora._vae import OpenSoraVAE, TemporalVAE, latent_frame_count
+from vboost.backbones.opensora._vae import OpenSoraVAE, TemporalVAE
 
 __all__ = [
     "OpenSoraBackbone",
@@ -18,7 +18,6 @@ __all__ = [
     "STDiT3",
     "STDiT3AttnProcessor",
     "TemporalVAE",
-    "latent_frame_count",
     "load_stdit3",
     "load_vae",
     "save_stdit3",

@@ -10,12 +10,13 @@ import torch
 from transformers import AutoTokenizer, T5EncoderModel
 
 from vboost.backbones._dit import tiny_t5_text_stack
+from vboost.backbones._specs import SPECS
 from vboost.backbones.base import Backbone, GenerationDefaults, Video
-from vboost.backbones.opensora._checkpoint import load_stdit3, load_vae, read_config, save_stdit3, save_vae
+from vboost.backbones.opensora._checkpoint import load_stdit3, load_vae, save_stdit3, save_vae
 from vboost.backbones.opensora._pipeline import OpenSoraPipeline, to_uint8_frames
 from vboost.backbones.opensora._rflow import RFlowScheduler
 from vboost.backbones.opensora._stdit3 import STDiT3
-from vboost.backbones.opensora._vae import TEMPORAL_VAE_SD_CONFIG, OpenSoraVAE, latent_frame_count
+from vboost.backbones.opensora._vae import TEMPORAL_VAE_SD_CONFIG, OpenSoraVAE
 
 # Where each released component goes under the weights directory, and where it comes from.
 COMPONENTS = {
@@ -42,10 +43,8 @@ class OpenSoraBackbone(Backbone):
     Classifier-free guidance runs batched (``[prompt, no prompt]``) when guidance > 1.
     """
 
-    family: ClassVar[str] = "opensora"
+    spec = SPECS["opensora"]
     pipeline_class: ClassVar[type] = OpenSoraPipeline
-    denoiser_class: ClassVar[str] = "STDiT3"
-    temporal_compression: ClassVar[int] = 4  # within each run of 17 frames, padded at the front to 20
 
     def __init__(
         self,
@@ -57,16 +56,6 @@ class OpenSoraBackbone(Backbone):
         super().__init__(pipe, defaults)
         self.aesthetic_score = aesthetic_score
         self._prompt_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    @classmethod
-    def latent_frames(cls, num_frames: int, weights: str | os.PathLike | None = None) -> int:
-        """Latent frames F the temporal attention sees: 5 per full run of 17 frames plus the rest's ``ceil(r/4)``
-        (102 -> 30), divided by the temporal patch of ``<weights>/transformer/config.json`` (1 in the release).
-
-        Raises ``FileNotFoundError`` naming the config file when ``weights`` has none.
-        """
-        patch = 1 if weights is None else read_config(Path(weights) / cls.denoiser_subfolder)["patch_size"][0]
-        return -(-latent_frame_count(num_frames) // patch)
 
     @classmethod
     def from_pretrained(
@@ -114,7 +103,7 @@ class OpenSoraBackbone(Backbone):
     def tiny(cls, *, seed: int = 0) -> "OpenSoraBackbone":
         tokenizer, text_encoder = tiny_t5_text_stack(seed=seed, d_model=16)
         torch.manual_seed(seed)
-        transformer = STDiT3(hidden_size=32, depth=2, num_heads=2, mlp_ratio=2.0, caption_channels=16)
+        transformer = STDiT3(**cls.spec.tiny_denoiser)
         vae = OpenSoraVAE(
             spatial_config=dict(
                 down_block_types=["DownEncoderBlock2D"] * 4,
@@ -155,8 +144,13 @@ class OpenSoraBackbone(Backbone):
         guidance: float | None = None,
         **kwargs: Any,
     ) -> Video:
-        """One clip; raises ``ValueError`` naming the value when a size or the step count is not positive."""
+        """One clip; raises ``ValueError`` naming the value when the model cannot take the clip's size, or the step
+        count is not positive."""
         d = self.defaults
+        num_frames = d.num_frames if num_frames is None else num_frames
+        height = d.height if height is None else height
+        width = d.width if width is None else width
+        self.check_clip(num_frames, height, width)
         text = self.prompt_text(prompt)
         if text not in self._prompt_cache:
             self._prompt_cache[text] = self.pipe.encode_prompt(text)
@@ -164,9 +158,9 @@ class OpenSoraBackbone(Backbone):
         video = self.pipe(
             embeds,
             mask,
-            num_frames=d.num_frames if num_frames is None else num_frames,
-            height=d.height if height is None else height,
-            width=d.width if width is None else width,
+            num_frames=num_frames,
+            height=height,
+            width=width,
             num_inference_steps=d.steps if steps is None else steps,
             guidance_scale=d.guidance if guidance is None else guidance,
             fps=d.fps,

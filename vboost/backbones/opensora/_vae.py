@@ -19,6 +19,8 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
+from vboost.geometry import opensora_vae_frames
+
 # The Stable Diffusion VAE latent scale Open-Sora multiplies by (not the SDXL VAE config's own 0.13025).
 SPATIAL_SCALING_FACTOR = 0.18215
 
@@ -49,13 +51,6 @@ TEMPORAL_VAE_SD_CONFIG = {
     "temporal_downsample": (False, True, True),
     "num_groups": 32,
 }
-
-
-def latent_frame_count(num_frames: int, micro_frame_size: int = 17, time_downsample: int = 4) -> int:
-    """Latent frames of a ``num_frames`` clip: each run of ``micro_frame_size`` frames (and the shorter rest) is
-    padded up to a multiple of ``time_downsample`` and divided by it (17 -> 5, 51 -> 15, 102 -> 30, 20 -> 6)."""
-    full, rest = divmod(num_frames, micro_frame_size)
-    return full * -(-micro_frame_size // time_downsample) + -(-rest // time_downsample)
 
 
 class CausalConv3d(nn.Module):
@@ -271,7 +266,7 @@ class OpenSoraVAE(nn.Module):
         self.spatial_vae = SpatialVAE(spatial_config, micro_batch_size)
         self.temporal_vae = TemporalVAE(**temporal_config)
         self.micro_frame_size = micro_frame_size
-        self.micro_z_frame_size = latent_frame_count(
+        self.micro_z_frame_size = opensora_vae_frames(
             micro_frame_size, micro_frame_size, self.temporal_vae.time_downsample
         )
         self.out_channels = self.temporal_vae.out_channels
@@ -280,7 +275,7 @@ class OpenSoraVAE(nn.Module):
 
     def latent_frames(self, num_frames: int) -> int:
         """How many latent frames a clip of ``num_frames`` frames has."""
-        return latent_frame_count(num_frames, self.micro_frame_size, self.temporal_vae.time_downsample)
+        return opensora_vae_frames(num_frames, self.micro_frame_size, self.temporal_vae.time_downsample)
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Normalised latents of pixels ``[B, 3, T, H, W]`` in [-1, 1] (both stages sampled)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import importlib
 import math
 import re
 from collections.abc import Sequence
@@ -17,21 +18,25 @@ from typing import Any, ClassVar
 
 import torch
 
+from vboost.geometry import ClipGeometry
 from vboost.methods.base import Method, MethodHandle, UnsupportedModelError
-from vboost.methods.enhance_a_video._cogvideox import COGVIDEOX
-from vboost.methods.enhance_a_video._hunyuan_video import HUNYUAN_VIDEO
-from vboost.methods.enhance_a_video._ltx_video import LTX_VIDEO
-from vboost.methods.enhance_a_video._opensora import OPENSORA
 from vboost.methods.enhance_a_video._processor import Family, FetaProcessor, FetaState
-from vboost.methods.enhance_a_video._wan import WAN
 
-FAMILIES: dict[str, Family] = {
-    "CogVideoXTransformer3DModel": COGVIDEOX,
-    "HunyuanVideoTransformer3DModel": HUNYUAN_VIDEO,
-    "WanTransformer3DModel": WAN,
-    "LTXVideoTransformer3DModel": LTX_VIDEO,
-    "STDiT3": OPENSORA,
+# Denoiser class name -> the module of this package defining its Family, and the Family's name there. They import the
+# diffusers processors they reimplement, so they are imported when the method attaches, not when a config is checked.
+FAMILIES: dict[str, tuple[str, str]] = {
+    "CogVideoXTransformer3DModel": ("_cogvideox", "COGVIDEOX"),
+    "HunyuanVideoTransformer3DModel": ("_hunyuan_video", "HUNYUAN_VIDEO"),
+    "WanTransformer3DModel": ("_wan", "WAN"),
+    "LTXVideoTransformer3DModel": ("_ltx_video", "LTX_VIDEO"),
+    "STDiT3": ("_opensora", "OPENSORA"),
 }
+
+
+def family_of(denoiser_class: str) -> Family:
+    """How Enhance-A-Video enters the denoiser class ``denoiser_class`` (one of :data:`FAMILIES`)."""
+    module, name = FAMILIES[denoiser_class]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 @dataclasses.dataclass
@@ -72,8 +77,16 @@ class EnhanceAVideo(Method):
                 if isinstance(entry, bool) or not isinstance(entry, (str, int)) or (isinstance(entry, int) and entry < 0):
                     raise ValueError(f"layers entries must be module-name patterns or block indices >= 0; got {entry!r}")
 
+    def check_clip(self, geometry: ClipGeometry) -> None:
+        """The score compares frames: it needs at least 2 latent frames."""
+        if geometry.latent_frames < 2:
+            raise ValueError(
+                f"Enhance-A-Video scores attention across frames and needs at least 2 latent frames; "
+                f"{geometry.num_frames} frames give F={geometry.latent_frames}"
+            )
+
     def _attach(self, target: Any, denoiser: torch.nn.Module, handle: MethodHandle) -> None:
-        family = FAMILIES[type(denoiser).__name__]  # the base class has checked supported_denoisers
+        family = family_of(type(denoiser).__name__)  # the base class has checked supported_denoisers
         sites = self._select(_find_sites(denoiser, family))
         state = FetaState(weight=float(self.weight), start=self.start, end=self.end, handle=handle)
 

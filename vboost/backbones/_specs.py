@@ -1,0 +1,150 @@
+"""What the sweep knows about each backbone family before anything heavy is imported: where its adapter class lives,
+its denoiser's class name, its clip geometry, and the denoiser config its tiny random model is built from.
+
+Plain data (no diffusers import), so a config is checked in about the time Python, torch and Hydra take to start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vboost.geometry import (
+    ClipGeometry,
+    FrameRule,
+    causal_video,
+    opensora_vae_frames,
+    patch_from,
+    patch_tuple,
+)
+
+if TYPE_CHECKING:
+    from vboost.backbones.base import Backbone
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone family: ``target`` (``"module:Class"``) is its adapter, imported only to build or load a model.
+
+    ``tiny_denoiser`` is the denoiser config of the family's tiny random model (its ``tiny()`` builds from it), so its
+    geometry is known without building it.
+    """
+
+    family: str
+    target: str
+    denoiser_class: str
+    denoiser_subfolder: str = "transformer"
+    rule: FrameRule = FrameRule()
+    tiny_denoiser: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def load(self) -> type[Backbone]:
+        """The adapter class (imports its module, and with it diffusers)."""
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def denoiser_config(self, weights: str | Path | None) -> dict[str, Any]:
+        """The denoiser's config: ``<weights>/<denoiser_subfolder>/config.json`` (nothing is loaded), or the tiny
+        model's. Raises ``FileNotFoundError`` naming the file when ``weights`` has none."""
+        if weights is None:
+            return dict(self.tiny_denoiser)
+        path = Path(weights).expanduser() / self.denoiser_subfolder / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} not found: {str(weights)!r} is not a {self.family} checkpoint directory")
+        return json.loads(path.read_text())
+
+    def geometry(self, num_frames: int, height: int, width: int, weights: str | Path | None = None) -> ClipGeometry:
+        """The clip's geometry for this family (the checkpoint's config when ``weights`` is given); raises
+        ``ValueError`` naming the setting and the nearest valid values when the backbone cannot take the clip, and
+        ``FileNotFoundError`` as :meth:`denoiser_config`."""
+        return self.rule.check(self.family, num_frames, height, width, self.denoiser_config(weights))
+
+    @classmethod
+    def of_class(cls, backbone: type[Backbone]) -> "BackboneSpec":
+        """The spec of an adapter class registered directly (e.g. one a user's ``imports=`` module defines): its own
+        ``spec`` if it has one, else one read from its class attributes (a VAE folding ``temporal_compression``
+        frames, causal when more than 1, no patch)."""
+        own = getattr(backbone, "spec", None)
+        if isinstance(own, BackboneSpec):
+            return own
+        r = backbone.temporal_compression
+        return cls(
+            family=backbone.family,
+            target=f"{backbone.__module__}:{backbone.__qualname__}",
+            denoiser_class=backbone.denoiser_class,
+            denoiser_subfolder=backbone.denoiser_subfolder,
+            rule=causal_video(r) if r > 1 else FrameRule(spatial_compression=1),
+        )
+
+
+def _motion_positions(config: dict[str, Any]) -> tuple[int | None, int | None]:
+    return config.get("motion_max_seq_length", 32), None  # UNetMotionModel's default
+
+
+def _wan_positions(config: dict[str, Any]) -> tuple[int | None, int | None]:
+    length = config.get("rope_max_seq_len", 1024)
+    return length, length
+
+
+SPECS: dict[str, BackboneSpec] = {
+    spec.family: spec
+    for spec in (
+        BackboneSpec(
+            "cogvideox", "vboost.backbones.cogvideox:CogVideoXBackbone", "CogVideoXTransformer3DModel",
+            rule=causal_video(4, patch=patch_from("patch_size_t", "patch_size")),
+            tiny_denoiser=dict(
+                num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=16,
+                text_embed_dim=16, num_layers=2, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
+                temporal_compression_ratio=4, use_rotary_positional_embeddings=True,
+            ),
+        ),
+        BackboneSpec(
+            "hunyuan_video", "vboost.backbones.hunyuan_video:HunyuanVideoBackbone", "HunyuanVideoTransformer3DModel",
+            rule=causal_video(4, patch=patch_from("patch_size_t", "patch_size")),
+            tiny_denoiser=dict(
+                in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=2,
+                num_single_layers=2, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True,
+                text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
+            ),
+        ),
+        BackboneSpec(
+            "wan", "vboost.backbones.wan:WanBackbone", "WanTransformer3DModel",
+            rule=causal_video(4, patch=patch_tuple, max_positions=_wan_positions),
+            tiny_denoiser=dict(
+                patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+                text_dim=16, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+            ),
+        ),
+        BackboneSpec(
+            "ltx_video", "vboost.backbones.ltx_video:LTXVideoBackbone", "LTXVideoTransformer3DModel",
+            rule=causal_video(8, spatial_compression=32, patch=patch_from("patch_size_t", "patch_size")),
+            tiny_denoiser=dict(
+                in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+                cross_attention_dim=16, num_layers=2, caption_channels=16,
+            ),
+        ),
+        BackboneSpec(
+            "animatediff", "vboost.backbones.animatediff:AnimateDiffBackbone", "UNetMotionModel", "unet",
+            rule=FrameRule(max_positions=_motion_positions, num_layers_key=None),
+            tiny_denoiser=dict(motion_max_seq_length=32),
+        ),
+        BackboneSpec(
+            "animatediff_sparsectrl", "vboost.backbones.animatediff:AnimateDiffSparseCtrlBackbone", "UNetMotionModel",
+            "unet", rule=FrameRule(max_positions=_motion_positions, num_layers_key=None),
+            tiny_denoiser=dict(motion_max_seq_length=32),
+        ),
+        BackboneSpec(
+            "opensora", "vboost.backbones.opensora:OpenSoraBackbone", "STDiT3",
+            # Height and width are floored to the VAE's 8 and the patch padded, so any size of at least 8 works.
+            rule=FrameRule(
+                temporal_compression=4, patch=patch_tuple, num_layers_key="depth", spatial_multiple=1,
+                vae_frames=opensora_vae_frames, valid_frames=lambda n: n == 1 or n >= 17,
+                frames_rule="1 frame or at least 17 (its VAE encodes runs of 17 frames)",
+            ),
+            tiny_denoiser=dict(hidden_size=32, depth=2, num_heads=2, mlp_ratio=2.0, caption_channels=16, patch_size=(1, 2, 2)),
+        ),
+    )
+}
