@@ -15,6 +15,7 @@ from vboost.backbones.base import Backbone, GenerationDefaults, Video
 from vboost.backbones.cogvideox import CogVideoXBackbone
 from vboost.backbones.hunyuan_video import HunyuanVideoBackbone
 from vboost.backbones.ltx_video import LTXVideoBackbone
+from vboost.backbones.videocrafter2 import VideoCrafter2Backbone
 from vboost.backbones.wan import WanBackbone
 
 BACKBONES: dict[str, type[Backbone]] = {
@@ -26,6 +27,7 @@ BACKBONES: dict[str, type[Backbone]] = {
         HunyuanVideoBackbone,
         WanBackbone,
         LTXVideoBackbone,
+        VideoCrafter2Backbone,
     )
 }
 
