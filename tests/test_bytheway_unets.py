@@ -10,11 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet3DConditionModel, UNetSpatioTemporalConditionModel
+from diffusers import TextToVideoSDPipeline, UNet3DConditionModel, UNetSpatioTemporalConditionModel
 from diffusers.models.attention_processor import Attention
 from test_bytheway import KNOBS, capture_attention_calls, check_against_hand_rolled
 
+from vboost.backbones.animatediff import _tiny_components
 from vboost.backbones.videocrafter2 import VideoCrafter2Backbone
+from vboost.methods.base import UnsupportedModelError
 from vboost.methods.bytheway import ByTheWay
 
 FRAMES, LATENT = 4, 8  # up stages 1, 2, 3 see 2x2, 4x4 and 8x8 positions
@@ -85,7 +87,11 @@ def _stable_video_diffusion() -> Case:
     )
 
 
-CASES = {"VideoCrafter2UNet": _videocrafter2, "UNet3DConditionModel": _modelscope, "UNetSpatioTemporalConditionModel": _stable_video_diffusion}
+CASES = {
+    "VideoCrafter2UNet": _videocrafter2,
+    "UNet3DConditionModel": _modelscope,
+    "UNetSpatioTemporalConditionModel": _stable_video_diffusion,
+}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -96,7 +102,8 @@ def case(request) -> Case:
 def test_every_decoder_temporal_self_attention_matches_the_hand_rolled_edit(case):
     before = {name: module.processor for name, module in case.unet.named_modules() if isinstance(module, Attention)}
     with ByTheWay(**KNOBS).attached(case.unet) as handle:
-        swapped = {name for name, module in case.unet.named_modules() if isinstance(module, Attention) and module.processor is not before[name]}
+        modules = case.unet.named_modules()
+        swapped = {name for name, module in modules if isinstance(module, Attention) and module.processor is not before[name]}
         calls, hooks = capture_attention_calls(case.unet)
         try:
             with torch.no_grad():
@@ -147,3 +154,17 @@ def test_videocrafter2_pipeline_edits_with_cfg_halves_in_its_step_window():
         edited = backbone.generate("a red car in the city at night", 0, steps=2, **settings).frames
     assert {(r["step"], r["num_steps"]) for r in handle.records} == {(0, 2)}
     assert not np.array_equal(edited, plain)
+
+
+def test_a_pipeline_that_does_not_say_whether_it_batches_cfg_is_refused():
+    # ModelScope's pipeline keeps its CFG switch local: energies would silently include the unconditional rows.
+    parts = {name: part for name, part in _tiny_components(0).items() if name != "motion_adapter"}
+    unet = _modelscope().unet
+    pipe = TextToVideoSDPipeline(**{**parts, "unet": unet})
+    processors = {name: module.processor for name, module in unet.named_modules() if isinstance(module, Attention)}
+    with pytest.raises(UnsupportedModelError, match="TextToVideoSDPipeline does not say whether it batches classifier-free guidance"):
+        ByTheWay(**KNOBS).attach(pipe)
+    assert all(module.processor is processors[name] for name, module in unet.named_modules() if isinstance(module, Attention))
+    assert "step" not in vars(pipe.scheduler)  # the step tracker is gone again
+    pipe.do_classifier_free_guidance = True  # what the message asks for
+    ByTheWay(**KNOBS).attach(pipe).detach()

@@ -53,15 +53,18 @@ def _output_block_position(match: re.Match) -> tuple[int, int]:
     return block // 3, block % 3
 
 
+_UP_STAGE = r"up_blocks\.(?P<stage>[123])\."
 _ATTENTION = r"\.transformer_blocks\.(?P<layer>\d+)\.attn(?P<attention>[12])"
 _LAYOUTS: dict[str, _Layout] = {
     # AnimateDiff (diffusers): the motion modules of up_blocks.1-3, both self-attentions of each block.
-    "UNetMotionModel": _Layout(re.compile(r"(?P<temporal>up_blocks\.(?P<stage>[123])\.motion_modules\.(?P<module>\d+))" + _ATTENTION)),
-    # ModelScope / Zeroscope: the temporal transformers of up_blocks.1-3 (two self-attentions per block, as AnimateDiff's).
-    "UNet3DConditionModel": _Layout(re.compile(r"(?P<temporal>up_blocks\.(?P<stage>[123])\.temp_attentions\.(?P<module>\d+))" + _ATTENTION)),
+    "UNetMotionModel": _Layout(re.compile(rf"(?P<temporal>{_UP_STAGE}motion_modules\.(?P<module>\d+)){_ATTENTION}")),
+    # ModelScope / Zeroscope: the temporal transformers of up_blocks.1-3 (two self-attentions a block, as AnimateDiff's).
+    "UNet3DConditionModel": _Layout(re.compile(rf"(?P<temporal>{_UP_STAGE}temp_attentions\.(?P<module>\d+)){_ATTENTION}")),
     # Stable Video Diffusion: the temporal blocks of up_blocks.1-3; only attn1 attends over frames (attn2 reads the image).
     "UNetSpatioTemporalConditionModel": _Layout(
-        re.compile(r"(?P<temporal>up_blocks\.(?P<stage>[123])\.attentions\.(?P<module>\d+))\.temporal_transformer_blocks\.(?P<layer>\d+)\.attn(?P<attention>1)"),
+        re.compile(
+            rf"(?P<temporal>{_UP_STAGE}attentions\.(?P<module>\d+))\.temporal_transformer_blocks\.(?P<layer>\d+)\.attn(?P<attention>1)"
+        ),
         frame_axis=1,
     ),
     # VideoCrafter2: the temporal transformer (third layer) of output_blocks 3-11.
@@ -87,8 +90,10 @@ class ByTheWay(Method):
         clip_negative: the 2024 variant, zeroing negative weights before renormalising.
 
     With classifier-free guidance batched by the pipeline (``guidance > 1``), energies come from the conditional
-    half; a bare module call (or ``guidance <= 1``) treats every row as conditional. Each active call records
-    ``E1, E2, E3, beta`` (the gain used) and ``beta_c`` on the handle. Raises ``ValueError`` naming a bad knob.
+    half; a bare module call (or ``guidance <= 1``) treats every row as conditional. A pipeline must say whether
+    it batches CFG through ``do_classifier_free_guidance`` (AnimateDiff's, SVD's and VideoCrafter2's do; ModelScope's
+    ``TextToVideoSDPipeline`` does not, and attaching to it raises ``UnsupportedModelError``). Each active call
+    records ``E1, E2, E3, beta`` (the gain used) and ``beta_c`` on the handle. Raises ``ValueError`` naming a bad knob.
     """
 
     alpha: float
@@ -108,6 +113,13 @@ class ByTheWay(Method):
     def _attach(self, target: Any, denoiser: torch.nn.Module, handle: MethodHandle) -> None:
         layout = _LAYOUTS[type(denoiser).__name__]
         sites = _find_sites(denoiser, layout)
+        if not isinstance(target, torch.nn.Module) and "do_classifier_free_guidance" not in dir(target):
+            # Energies come from the conditional half; a pipeline that keeps its CFG switch to itself (ModelScope's
+            # TextToVideoSDPipeline) would get them from the wrong rows.
+            raise UnsupportedModelError(
+                f"{type(target).__name__} does not say whether it batches classifier-free guidance (no "
+                "do_classifier_free_guidance); set pipe.do_classifier_free_guidance = guidance_scale > 1 before attaching"
+            )
         # The pipeline batches [uncond, cond] exactly when it says it does CFG; a bare module call has no such half.
         def cfg_batched() -> bool:
             return not isinstance(target, torch.nn.Module) and bool(getattr(target, "do_classifier_free_guidance", False))
