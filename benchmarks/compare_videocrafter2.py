@@ -102,7 +102,9 @@ def build_original(checkout: Path, workdir: Path):
     open_clip.add_model_config(workdir / f"{TINY_ARCH}.json")
     config = OmegaConf.load(checkout / "configs" / "inference_t2v_512_v2.0.yaml")
     params = config.model.params
-    params.unet_config.params.update(model_channels=32, channel_mult=[1, 2, 2, 2], num_head_channels=16, context_dim=128, use_checkpoint=False)
+    params.unet_config.params.update(
+        model_channels=32, channel_mult=[1, 2, 2, 2], num_head_channels=16, context_dim=128, use_checkpoint=False
+    )
     params.first_stage_config.params.ddconfig.update(ch=32, ch_mult=[1, 1, 2, 2], num_res_blocks=1, resolution=64)
     params.cond_stage_config.params.arch = TINY_ARCH
     torch.manual_seed(0)
@@ -205,7 +207,8 @@ def compare(checkout: Path, frames: int, size: int, steps: int) -> None:
         row(f"batch_ddim_sampling latents, {steps} steps, seed {seed}", out.frames, captured["latents"])
         ours_uint8, original_uint8 = video_to_uint8(pipe.decode_latents(out.frames)), video_to_uint8(video)
         changed = (ours_uint8 != original_uint8).mean()
-        row(f"uint8 frames, seed {seed} ({changed:.2%} of values differ)", torch.from_numpy(ours_uint8).int(), torch.from_numpy(original_uint8).int())
+        ours_uint8, original_uint8 = torch.from_numpy(ours_uint8).int(), torch.from_numpy(original_uint8).int()
+        row(f"uint8 frames, seed {seed} ({changed:.2%} of values differ)", ours_uint8, original_uint8)
 
 
 def main() -> None:

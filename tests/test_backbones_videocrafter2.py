@@ -129,7 +129,8 @@ def open_clip_penultimate(state: dict[str, torch.Tensor], ids: torch.Tensor, hea
     for i in range(blocks - 1):
         b = f"{p}transformer.resblocks.{i}."
         attention = torch.nn.MultiheadAttention(width, heads, batch_first=True)
-        attention.load_state_dict({k: state[b + "attn." + k] for k in ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")})
+        parts = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
+        attention.load_state_dict({part: state[b + "attn." + part] for part in parts})
         h = torch.nn.functional.layer_norm(x, (width,), state[b + "ln_1.weight"], state[b + "ln_1.bias"])
         x = x + attention(h, h, h, attn_mask=mask, need_weights=False)[0]
         h = torch.nn.functional.layer_norm(x, (width,), state[b + "ln_2.weight"], state[b + "ln_2.bias"])

@@ -87,7 +87,9 @@ _UNET_DEFAULTS: dict[str, Any] = {
     "temporal_transformer_depth": 1,
     "channel_mult": [1, 2, 4, 8],
 }
-_UNET_REQUIRED = ("in_channels", "out_channels", "model_channels", "num_res_blocks", "attention_resolutions", "num_head_channels", "context_dim")
+_UNET_REQUIRED = (
+    "in_channels", "out_channels", "model_channels", "num_res_blocks", "attention_resolutions", "num_head_channels", "context_dim"
+)
 # Options whose only supported value is given (the original's default when absent is the second element).
 _UNET_FIXED: dict[str, tuple[Any, Any]] = {
     "use_linear": (True, False),
