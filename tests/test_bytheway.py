@@ -70,26 +70,41 @@ def nearest_resize(maps: torch.Tensor, batch: int, size_from: int, size_to: int)
     return grid[:, index][:, :, index].reshape(batch * size_to * size_to, *maps.shape[1:])
 
 
+def animatediff_anchor(name: str) -> str:
+    """The site of ``up_blocks.1`` that guides ``name`` (same motion module, layer and attention)."""
+    return re.sub(r"^up_blocks\.\d", "up_blocks.1", name)
+
+
 @torch.no_grad()
-def check_against_hand_rolled(unet, calls, records, batch: int, cfg_batched: bool) -> None:
-    latent = SIZE // 8
+def check_against_hand_rolled(
+    unet, calls, records, batch: int, cfg_batched: bool, sites: re.Pattern = SITE_NAME, anchor_of=animatediff_anchor
+) -> None:
+    """Every site's output and diagnostics against the edit recomputed from its weights and captured input.
+
+    ``anchor_of(name)`` names the anchor-stage site that guides ``name`` (itself for an anchor). The anchor's map is
+    averaged over heads where the two stages' head counts differ, then resized nearest over positions.
+    """
     reference_maps = {}
-    for name in sorted(n for n in calls if SITE_NAME.fullmatch(n)):  # up_blocks.1 sorts first
-        block = int(name.split(".")[1])
+    names = sorted((n for n in calls if sites.fullmatch(n)), key=lambda n: (anchor_of(n) != n, n))  # anchors first
+    for name in names:
         attn = unet.get_submodule(name)
         x, output = calls[name]
         probs, values = temporal_attention_by_hand(attn, x)
-        size = latent // 2 ** (3 - block)
+        size = math.isqrt(x.shape[0] // batch)
         assert x.shape[0] == batch * size * size
-        anchor_name = re.sub(r"^up_blocks\.\d", "up_blocks.1", name)
-        reference_maps.setdefault(anchor_name, probs)
-        anchor = nearest_resize(reference_maps[anchor_name], batch, latent // 4, size)
+        if anchor_of(name) == name:
+            reference_maps[name] = (probs, size)
+        anchor, anchor_size = reference_maps[anchor_of(name)]
         rows, heads = probs.shape[0], probs.shape[1]
+        if anchor.shape[1] != heads:
+            anchor = anchor.mean(1, keepdim=True).expand(-1, heads, -1, -1)
+        anchor = nearest_resize(anchor, batch, anchor_size, size)
         edited, stats = numpy_reference(
             probs.flatten(0, 1), anchor.flatten(0, 1), clip_negative=False, cfg_batched=cfg_batched, **KNOBS
         )
-        out = torch.from_numpy(edited).reshape(rows, heads, FRAMES, FRAMES) @ values
-        out = out.transpose(1, 2).reshape(rows, FRAMES, -1)
+        frames = probs.shape[-1]
+        out = torch.from_numpy(edited).reshape(rows, heads, frames, frames) @ values
+        out = out.transpose(1, 2).reshape(rows, frames, -1)
         out = out @ attn.to_out[0].weight.double().T + attn.to_out[0].bias.double()
         torch.testing.assert_close(output.double(), out, rtol=1e-4, atol=1e-5)
         (record,) = [r for r in records if r["layer"] == name]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,8 @@ class BackboneSpec:
     denoiser_subfolder: str = "transformer"
     rule: FrameRule = FrameRule()
     tiny_denoiser: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Reads the denoiser's config from a weights directory (default: <denoiser_subfolder>/config.json).
+    config_reader: Callable[[Path], dict[str, Any]] | None = None
 
     def load(self) -> type[Backbone]:
         """The adapter class (imports its module, and with it diffusers)."""
@@ -50,6 +54,8 @@ class BackboneSpec:
         model's. Raises ``FileNotFoundError`` naming the file when ``weights`` has none."""
         if weights is None:
             return dict(self.tiny_denoiser)
+        if self.config_reader is not None:
+            return self.config_reader(Path(weights).expanduser())
         path = Path(weights).expanduser() / self.denoiser_subfolder / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"{str(path)!r} not found: {str(weights)!r} is not a {self.family} checkpoint directory")
@@ -77,6 +83,29 @@ class BackboneSpec:
             denoiser_subfolder=backbone.denoiser_subfolder,
             rule=causal_video(r) if r > 1 else FrameRule(spatial_compression=1),
         )
+
+
+VIDEOCRAFTER2_CHECKPOINTS = ("model.safetensors", "model.ckpt")
+
+
+def videocrafter2_checkpoint(directory: str | os.PathLike) -> Path:
+    """The checkpoint file in ``directory`` (``model.safetensors``, else ``model.ckpt``).
+
+    Raises ``FileNotFoundError`` naming the directory and the file names looked for.
+    """
+    directory = Path(directory).expanduser()
+    for name in VIDEOCRAFTER2_CHECKPOINTS:
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(
+        f"{str(directory)!r} holds neither of {', '.join(VIDEOCRAFTER2_CHECKPOINTS)} (VideoCrafter2's checkpoint)"
+    )
+
+
+def _videocrafter2_config(directory: Path) -> dict[str, Any]:
+    # One checkpoint file holds every part; its presence is all a config check needs (sizes follow the 512 v2.0 U-Net).
+    videocrafter2_checkpoint(directory)
+    return {}
 
 
 def _motion_positions(config: dict[str, Any]) -> tuple[int | None, int | None]:
@@ -135,6 +164,12 @@ SPECS: dict[str, BackboneSpec] = {
             "animatediff_sparsectrl", "vboost.backbones.animatediff:AnimateDiffSparseCtrlBackbone", "UNetMotionModel",
             "unet", rule=FrameRule(max_positions=_motion_positions, num_layers_key=None),
             tiny_denoiser=dict(motion_max_seq_length=32),
+        ),
+        BackboneSpec(
+            "videocrafter2", "vboost.backbones.videocrafter2:VideoCrafter2Backbone", "VideoCrafter2UNet", "",
+            # Every frame is a latent frame (an image autoencoder); the U-Net halves the latent grid three times.
+            rule=FrameRule(num_layers_key=None, spatial_multiple=64),
+            config_reader=_videocrafter2_config,
         ),
         BackboneSpec(
             "opensora", "vboost.backbones.opensora:OpenSoraBackbone", "STDiT3",

@@ -1,9 +1,10 @@
-"""ByTheWay for AnimateDiff-style U-Nets: temporal self-guidance and Fourier motion enhancement (METHODS.md 2).
+"""ByTheWay for U-Nets with separate temporal attention: temporal self-guidance and Fourier motion enhancement.
 
-Each temporal self-attention of ``up_blocks.{1,2,3}`` gets a processor that, during the first ``active_fraction``
-of the denoising steps, computes the attention map explicitly, edits it with :func:`vboost.ops.bytheway_edit`
-against the ``up_blocks.1`` map of the same motion-module and attention index, and multiplies by V. Outside
-that window the module's original (fast) processor runs.
+Each temporal self-attention of the decoder's last three stages gets a processor that, during the first
+``active_fraction`` of the denoising steps, computes the attention map explicitly, edits it with
+:func:`vboost.ops.bytheway_edit` against the first of those stages' map of the same module and attention index,
+and multiplies by V. Outside that window the module's original (fast) processor runs. Which modules those are in
+each supported U-Net is the table ``_LAYOUTS``; docs/backbones.md explains the choice.
 """
 
 from __future__ import annotations
@@ -20,25 +21,76 @@ from vboost.geometry import ClipGeometry
 from vboost.methods.base import Method, MethodHandle, UnsupportedModelError
 from vboost.ops.bytheway import bytheway_edit, check_knobs, high_band
 
-# up_blocks.<block>.motion_modules.<module>.transformer_blocks.<layer>.attn<1|2>
-_SITE = re.compile(r"up_blocks\.([123])\.motion_modules\.(\d+)\.transformer_blocks\.(\d+)\.attn([12])")
-_ANCHOR_BLOCK = 1
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Where one U-Net class keeps the temporal self-attentions ByTheWay edits.
+
+    ``site`` matches an edited attention's full name; its group ``temporal`` names the temporal module whose input
+    (``[(b f), c, h, w]`` in every supported class) gives the map's spatial size, and ``stage``/``module`` say which
+    decoder stage (1, 2, 3: AnimateDiff's ``up_blocks.1-3``) and which module of it, unless ``position`` computes
+    them. Stage 1 is the anchor. ``frame_axis`` is the frame axis of the denoiser's ``sample``. In every class the
+    map's rows are ordered (cfg, video, y, x, head): the temporal module folds ``(b, y, x)`` into the batch,
+    row-major, and the processor puts heads innermost.
+    """
+
+    site: re.Pattern
+    frame_axis: int = 2
+    position: Callable[[re.Match], tuple[int, int]] | None = None
+
+    def stage_and_module(self, match: re.Match) -> tuple[int, int]:
+        if self.position is not None:
+            return self.position(match)
+        return int(match["stage"]), int(match["module"])
+
+
+def _output_block_position(match: re.Match) -> tuple[int, int]:
+    """VideoCrafter2's ``output_blocks`` 3-5, 6-8, 9-11 are the stages of AnimateDiff's ``up_blocks.1``, 2, 3."""
+    block = int(match["block"])
+    return block // 3, block % 3
+
+
+_UP_STAGE = r"up_blocks\.(?P<stage>[123])\."
+_ATTENTION = r"\.transformer_blocks\.(?P<layer>\d+)\.attn(?P<attention>[12])"
+_LAYOUTS: dict[str, _Layout] = {
+    # AnimateDiff (diffusers): the motion modules of up_blocks.1-3, both self-attentions of each block.
+    "UNetMotionModel": _Layout(re.compile(rf"(?P<temporal>{_UP_STAGE}motion_modules\.(?P<module>\d+)){_ATTENTION}")),
+    # ModelScope / Zeroscope: the temporal transformers of up_blocks.1-3 (two self-attentions a block, as AnimateDiff's).
+    "UNet3DConditionModel": _Layout(re.compile(rf"(?P<temporal>{_UP_STAGE}temp_attentions\.(?P<module>\d+)){_ATTENTION}")),
+    # Stable Video Diffusion: the temporal blocks of up_blocks.1-3; only attn1 attends over frames (attn2 reads the image).
+    "UNetSpatioTemporalConditionModel": _Layout(
+        re.compile(
+            rf"(?P<temporal>{_UP_STAGE}attentions\.(?P<module>\d+))\.temporal_transformer_blocks\.(?P<layer>\d+)\.attn(?P<attention>1)"
+        ),
+        frame_axis=1,
+    ),
+    # VideoCrafter2: the temporal transformer (third layer) of output_blocks 3-11.
+    "VideoCrafter2UNet": _Layout(
+        re.compile(r"(?P<temporal>output_blocks\.(?P<block>[3-9]|1[01])\.2)" + _ATTENTION), position=_output_block_position
+    ),
+}
+_ANCHOR_STAGE = 1
 
 
 @dataclasses.dataclass
 class ByTheWay(Method):
-    """ByTheWay on ``UNetMotionModel`` (AnimateDiff text-to-video and SparseCtrl image-to-video).
+    """ByTheWay on U-Nets with temporal attention: ``UNetMotionModel`` (AnimateDiff text-to-video and SparseCtrl
+    image-to-video), ``UNet3DConditionModel`` (ModelScope, Zeroscope), ``UNetSpatioTemporalConditionModel`` (Stable
+    Video Diffusion) and ``VideoCrafter2UNet``.
 
     Args:
-        alpha: temporal self-guidance, ``P <- P + alpha * (A1 - P)`` towards the ``up_blocks.1`` map, in [0, 1].
+        alpha: temporal self-guidance, ``P <- P + alpha * (A1 - P)`` towards the anchor stage's map (AnimateDiff's
+            ``up_blocks.1``), in [0, 1].
         beta: least gain of the high temporal frequencies (the adaptive gain wins when larger), > 0.
         tau: half-width of the high band around Nyquist; at most ``F - 1 - F//2`` (7 for 16 frames).
         active_fraction: active during the first ``round(active_fraction * num_steps)`` steps.
         clip_negative: the 2024 variant, zeroing negative weights before renormalising.
 
     With classifier-free guidance batched by the pipeline (``guidance > 1``), energies come from the conditional
-    half; a bare module call (or ``guidance <= 1``) treats every row as conditional. Each active call records
-    ``E1, E2, E3, beta`` (the gain used) and ``beta_c`` on the handle. Raises ``ValueError`` naming a bad knob.
+    half; a bare module call (or ``guidance <= 1``) treats every row as conditional. A pipeline must say whether
+    it batches CFG through ``do_classifier_free_guidance`` (AnimateDiff's, SVD's and VideoCrafter2's do; ModelScope's
+    ``TextToVideoSDPipeline`` does not, and attaching to it raises ``UnsupportedModelError``). Each active call
+    records ``E1, E2, E3, beta`` (the gain used) and ``beta_c`` on the handle. Raises ``ValueError`` naming a bad knob.
     """
 
     alpha: float
@@ -48,7 +100,7 @@ class ByTheWay(Method):
     clip_negative: bool = False
 
     name: ClassVar[str] = "bytheway"
-    supported_denoisers: ClassVar[tuple[str, ...]] = ("UNetMotionModel",)
+    supported_denoisers: ClassVar[tuple[str, ...]] = tuple(_LAYOUTS)
 
     def __post_init__(self) -> None:
         check_knobs(self.alpha, self.beta, self.tau)
@@ -60,7 +112,15 @@ class ByTheWay(Method):
         high_band(geometry.latent_frames, self.tau)
 
     def _attach(self, target: Any, denoiser: torch.nn.Module, handle: MethodHandle) -> None:
-        sites = _find_sites(denoiser)
+        layout = _LAYOUTS[type(denoiser).__name__]
+        sites = _find_sites(denoiser, layout)
+        if not isinstance(target, torch.nn.Module) and "do_classifier_free_guidance" not in dir(target):
+            # Energies come from the conditional half; a pipeline that keeps its CFG switch to itself (ModelScope's
+            # TextToVideoSDPipeline) would get them from the wrong rows.
+            raise UnsupportedModelError(
+                f"{type(target).__name__} does not say whether it batches classifier-free guidance (no "
+                "do_classifier_free_guidance); set pipe.do_classifier_free_guidance = guidance_scale > 1 before attaching"
+            )
         # The pipeline batches [uncond, cond] exactly when it says it does CFG; a bare module call has no such half.
         def cfg_batched() -> bool:
             return not isinstance(target, torch.nn.Module) and bool(getattr(target, "do_classifier_free_guidance", False))
@@ -70,19 +130,19 @@ class ByTheWay(Method):
         def check_tau(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
             # Fail at the first denoiser call, active or not, rather than at the first active step.
             sample = args[0] if args else kwargs["sample"]
-            high_band(sample.shape[2], self.tau)
+            high_band(sample.shape[layout.frame_axis], self.tau)
 
         hook = denoiser.register_forward_pre_hook(check_tau, with_kwargs=True)
         handle._undo.append(hook.remove)
-        by_motion_module: dict[str, list[ByTheWayProcessor]] = {}
-        for name, attn, block, anchor_key in sites:
-            original = attn.processor
-            processor = ByTheWayProcessor(original, name, anchor_key, block == _ANCHOR_BLOCK, state)
-            by_motion_module.setdefault(name.split(".transformer_blocks.")[0], []).append(processor)
-            attn.set_processor(processor)
-            handle._undo.append(lambda attn=attn, original=original: attn.set_processor(original))
-        for motion_module, processors in by_motion_module.items():
-            hook = denoiser.get_submodule(motion_module).register_forward_pre_hook(
+        by_temporal_module: dict[str, list[ByTheWayProcessor]] = {}
+        for site in sites:
+            original = site.attn.processor
+            processor = ByTheWayProcessor(original, site.name, site.anchor_key, site.stage == _ANCHOR_STAGE, state)
+            by_temporal_module.setdefault(site.temporal_module, []).append(processor)
+            site.attn.set_processor(processor)
+            handle._undo.append(lambda attn=site.attn, original=original: attn.set_processor(original))
+        for temporal_module, processors in by_temporal_module.items():
+            hook = denoiser.get_submodule(temporal_module).register_forward_pre_hook(
                 _spatial_size_hook(processors), with_kwargs=True
             )
             handle._undo.append(hook.remove)
@@ -91,13 +151,13 @@ class ByTheWay(Method):
 
 @dataclasses.dataclass
 class _State:
-    """Shared by the processors of one attach: knobs, handle, CFG layout and the ``up_blocks.1`` maps of this step."""
+    """Shared by the processors of one attach: knobs, handle, CFG layout and the anchor stage's maps of this step."""
 
     method: ByTheWay
     handle: MethodHandle
     cfg_batched: Callable[[], bool]
-    # (motion module, transformer layer, attention) -> (unedited map, h, w) from up_blocks.1 in the current forward.
-    anchors: dict[tuple[int, int, int], tuple[torch.Tensor, int, int]] = dataclasses.field(default_factory=dict)
+    # (module, transformer layer, attention) -> (unedited map, h, w, heads) from the anchor stage in the current forward.
+    anchors: dict[tuple[int, int, int], tuple[torch.Tensor, int, int, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -108,7 +168,7 @@ class ByTheWayProcessor:
     """Runs ``original`` outside the active window; inside it, computes the temporal map explicitly and edits it.
 
     The explicit path is diffusers' ``AttnProcessor`` for plain self-attention with the edit between the
-    softmax and the product with V. Rows of the map are ordered (cfg, video, y, x, head): the motion module
+    softmax and the product with V. Rows of the map are ordered (cfg, video, y, x, head): the temporal module
     folds ``(b h w)`` into the batch and ``head_to_batch_dim`` puts heads innermost.
     """
 
@@ -120,7 +180,7 @@ class ByTheWayProcessor:
         self.anchor_key = anchor_key
         self.is_anchor = is_anchor
         self.state = state
-        # (h, w) of the latent grid this module's motion module sees, set by a pre-hook on every call.
+        # (h, w) of the latent grid this module's temporal module sees, set by a pre-hook on every call.
         self.spatial_size: tuple[int, int] | None = None
 
     def __call__(
@@ -153,7 +213,7 @@ class ByTheWayProcessor:
             raise ValueError(f"{self.layer}: {probs.shape[0]} map rows do not split into {height}x{width} positions x {heads} heads")
         state = self.state
         if self.is_anchor:
-            state.anchors[self.anchor_key] = (probs, height, width)
+            state.anchors[self.anchor_key] = (probs, height, width, heads)
             anchor = probs
         else:
             anchor = _resize_map(*state.anchors[self.anchor_key], height, width, heads)
@@ -173,23 +233,31 @@ class ByTheWayProcessor:
         return edited
 
 
-def _resize_map(anchor: torch.Tensor, height1: int, width1: int, height: int, width: int, heads: int) -> torch.Tensor:
-    """``[B*h1*w1*heads, F, F] -> [B*h*w*heads, F, F]``: nearest-neighbour resampling of the map over (y, x).
+def _resize_map(
+    anchor: torch.Tensor, height1: int, width1: int, heads1: int, height: int, width: int, heads: int
+) -> torch.Tensor:
+    """``[B*h1*w1*heads1, F, F] -> [B*h*w*heads, F, F]``: the anchor map at another stage's positions and heads.
 
-    The official snippet calls ``interpolate`` without a mode; torch's default is nearest, which also keeps
-    every row an exact copy of a softmax row.
+    Positions are resampled nearest-neighbour over (y, x): the official snippet calls ``interpolate`` without a
+    mode, torch's default is nearest, and every row stays an exact copy of a softmax row. Heads correspond one to
+    one when the counts agree (AnimateDiff, ModelScope); where they differ (VideoCrafter2 and Stable Video
+    Diffusion halve them from stage to stage) no head of one stage matches a head of another, so every head is
+    guided by the anchor's mean over heads, itself a softmax-like map.
     """
-    if (height1, width1) == (height, width):
+    if (height1, width1, heads1) == (height, width, heads):
         return anchor
     rows, frames, _ = anchor.shape
-    batch = rows // (height1 * width1 * heads)
-    grid = anchor.reshape(batch, height1, width1, heads * frames * frames).permute(0, 3, 1, 2)
+    batch = rows // (height1 * width1 * heads1)
+    grid = anchor.reshape(batch, height1, width1, heads1, frames * frames)
+    if heads1 != heads:
+        grid = grid.mean(dim=3, keepdim=True).expand(-1, -1, -1, heads, -1)
+    grid = grid.reshape(batch, height1, width1, heads * frames * frames).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=(height, width), mode="nearest")
     return grid.permute(0, 2, 3, 1).reshape(batch * height * width * heads, frames, frames)
 
 
 def _spatial_size_hook(processors: list[ByTheWayProcessor]) -> Callable[..., None]:
-    """A forward pre-hook for a motion module (input ``[b*f, c, h, w]``) telling its processors ``(h, w)``."""
+    """A forward pre-hook for a temporal module (input ``[b*f, c, h, w]``) telling its processors ``(h, w)``."""
 
     def capture(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         hidden_states = args[0] if args else kwargs["hidden_states"]
@@ -199,11 +267,23 @@ def _spatial_size_hook(processors: list[ByTheWayProcessor]) -> Callable[..., Non
     return capture
 
 
-def _find_sites(denoiser: torch.nn.Module) -> list[tuple[str, Any, int, tuple[int, int, int]]]:
-    """``(name, attention module, up block, anchor key)`` of every temporal self-attention ByTheWay edits.
+@dataclasses.dataclass(frozen=True)
+class _Site:
+    """One edited attention: its name and module, its temporal module, its stage and its anchor key
+    ``(module, transformer layer, attention)``, shared with its counterpart in the anchor stage."""
+
+    name: str
+    attn: Any
+    temporal_module: str
+    stage: int
+    anchor_key: tuple[int, int, int]
+
+
+def _find_sites(denoiser: torch.nn.Module, layout: _Layout) -> list[_Site]:
+    """Every temporal self-attention ByTheWay edits in ``denoiser``, as ``layout`` places them.
 
     Raises ``UnsupportedModelError`` when a site runs a processor the explicit path does not reproduce, or when a
-    site of ``up_blocks.2/3`` has no counterpart in ``up_blocks.1``; ``RuntimeError`` when already attached.
+    site of stage 2 or 3 has no counterpart in the anchor stage; ``RuntimeError`` when already attached.
     """
     # The processors whose computation the explicit path reproduces (the plain and the SDPA one); imported here, so
     # that checking a config never imports diffusers.
@@ -212,7 +292,7 @@ def _find_sites(denoiser: torch.nn.Module) -> list[tuple[str, Any, int, tuple[in
     reproduced = (AttnProcessor, AttnProcessor2_0)
     sites = []
     for name, module in denoiser.named_modules():
-        match = _SITE.fullmatch(name)
+        match = layout.site.fullmatch(name)
         if match is None:
             continue
         processor = getattr(module, "processor", None)
@@ -223,14 +303,15 @@ def _find_sites(denoiser: torch.nn.Module) -> list[tuple[str, Any, int, tuple[in
             raise UnsupportedModelError(f"{name} runs {type(processor).__name__}; ByTheWay reproduces {names} only")
         if module.is_cross_attention or module.spatial_norm is not None or module.group_norm is not None or module.residual_connection:
             raise UnsupportedModelError(f"{name} is not a plain temporal self-attention")
-        block, motion_module, layer, attention = map(int, match.groups())
-        sites.append((name, module, block, (motion_module, layer, attention)))
+        stage, index = layout.stage_and_module(match)
+        key = (index, int(match["layer"]), int(match["attention"]))
+        sites.append(_Site(name, module, match["temporal"], stage, key))
     if not sites:
-        raise UnsupportedModelError(f"no temporal attention of {type(denoiser).__name__} matches {_SITE.pattern!r}")
-    anchor_keys = {key for _, _, block, key in sites if block == _ANCHOR_BLOCK}
-    for name, _, _, key in sites:
-        if key not in anchor_keys:
-            raise UnsupportedModelError(f"{name} has no counterpart in up_blocks.{_ANCHOR_BLOCK} to guide it")
+        raise UnsupportedModelError(f"no temporal attention of {type(denoiser).__name__} matches {layout.site.pattern!r}")
+    anchor_keys = {site.anchor_key for site in sites if site.stage == _ANCHOR_STAGE}
+    for site in sites:
+        if site.anchor_key not in anchor_keys:
+            raise UnsupportedModelError(f"{site.name} has no counterpart in the anchor stage to guide it")
     return sites
 
 

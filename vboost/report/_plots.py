@@ -128,19 +128,28 @@ def _bar(ax: Any, y: float, effect: Effect, colour: str, label: str | None) -> N
 def _plot_copy(run: StudyRun) -> optuna.Study:
     """An in-memory copy of the completed trials with only params and values.
 
-    Optuna's hover texts print every user attr; the copy keeps attrs (video lists, storage URLs) off the page.
+    Optuna's hover texts print every user attr; the copy keeps attrs (video lists, storage URLs) off the page. A
+    reference's value outside the searched range (a paper default the search space leaves out) is left out of the copy:
+    Optuna's figures take in-range values only.
     """
     study = optuna.create_study(directions=run.study.directions, study_name=run.name)
     references = {t.number: role for role, t in (("baseline", run.baseline), ("paper default", run.paper)) if t}
     for trial in run.completed():
+        params = {k: v for k, v in trial.params.items() if _in_range(trial.distributions[k], v)}
         study.add_trial(optuna.trial.create_trial(
             state=TrialState.COMPLETE,
             values=trial.values,
-            params=trial.params,
-            distributions=trial.distributions,
+            params=params,
+            distributions={k: trial.distributions[k] for k in params},
             user_attrs={"role": references[trial.number]} if trial.number in references else {},
         ))
     return study
+
+
+def _in_range(distribution: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    return distribution.low <= value <= distribution.high
 
 
 def interactive_html(run: StudyRun, path: str | os.PathLike) -> tuple[Path, list[str]]:
