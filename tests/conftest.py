@@ -1,6 +1,7 @@
 """Test-wide settings and fixtures."""
 
 import itertools
+import os
 import socket
 from collections.abc import Callable
 
@@ -13,12 +14,18 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def postgres() -> str:
-    """The URL of the test PostgreSQL server (trust auth, database ``test``); skips where none is reachable."""
+    """The URL of the test PostgreSQL server (trust auth, database ``test``).
+
+    Where none is reachable the test is skipped, unless ``VBOOST_REQUIRE_POSTGRES=1`` (CI sets it): then it fails.
+    """
     try:
         with socket.create_connection(("127.0.0.1", 5432), timeout=1):
             pass
     except OSError:
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (trust auth, database test)")
+        message = "no PostgreSQL server on 127.0.0.1:5432 (trust auth, database test)"
+        if os.environ.get("VBOOST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{message}, and VBOOST_REQUIRE_POSTGRES=1 requires one")
+        pytest.skip(message)
     return "postgresql://postgres@127.0.0.1:5432/test"
 
 

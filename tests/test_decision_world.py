@@ -38,7 +38,7 @@ def sweep(cwd: Path, *overrides: str, multirun: bool = False) -> subprocess.Comp
         "method=synthetic_knob", "objective=synthetic_flicker", "prompts=synthetic", "save_videos=false",
         "logger=none", "study.heartbeat_interval=null", *overrides,
     ]
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     return result
 

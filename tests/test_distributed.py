@@ -34,7 +34,7 @@ def start_worker(cwd: Path, storage: str, study: str, seed: int, *overrides: str
 
 
 def finish(worker: subprocess.Popen) -> str:
-    output, _ = worker.communicate(timeout=600)
+    output, _ = worker.communicate(timeout=240)
     assert worker.returncode == 0, output
     return output
 
@@ -196,7 +196,7 @@ def test_a_multirun_over_sampler_seeds_is_workers_of_one_study(tmp_path):
         "method=enhance_a_video", "backbone.steps=2", *SMALL, PROMPTS, "logger=none", "save_videos=false",
         "study.heartbeat_interval=null", "study.n_trials=4", "study.sampler.seed=0,1,2",
     ]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     [db] = (tmp_path / "outputs").glob("*/study.db")
     [name] = optuna.get_all_study_names(f"sqlite:///{db}")

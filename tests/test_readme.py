@@ -33,7 +33,7 @@ def test_the_extension_example_registers_a_method_and_its_config(tmp_path):
     args = shlex.split(command.replace("$PWD", str(tmp_path)))[1:]  # without the PYTHONPATH= assignment
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
     result = subprocess.run([sys.executable if a == "python" else a for a in args] + [f"output_dir={tmp_path / 'out'}", *SMALL],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     [db] = (tmp_path / "out").glob("*/study.db")
     study = optuna.load_study(study_name=db.parent.name, storage=f"sqlite:///{db}")

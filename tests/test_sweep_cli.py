@@ -31,7 +31,7 @@ LATENT_FRAMES = (9 - 1) // 4 + 1  # 9 frames, CogVideoX's 4x temporal VAE
 def sweep(cwd: Path, *overrides: str, multirun: bool = False, **popen) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "vboost.sweep", *(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}", *TINY, *overrides]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
 
 
 def load(cwd: Path, name: str = STUDY) -> optuna.Study:
@@ -152,25 +152,6 @@ def test_multirun_makes_one_study_per_compatible_pair(tmp_path):
     assert studies == ["tiny_cogvideox-enhance_a_video-motion_vs_consistency", "tiny_wan-enhance_a_video-motion_vs_consistency"]
     # ByTheWay needs a U-Net with temporal attention: both DiT pairs are reported and skipped.
     assert "skipped tiny_cogvideox-bytheway" in result.stdout and "skipped tiny_wan-bytheway" in result.stdout
-
-
-@pytest.mark.parametrize(
-    "overrides,message",
-    [
-        (["study.n_trails=3"], "n_trails"),
-        (["method.search_space.alpha=\"interval(1.0, 0.2)\""], "interval(1.0, 0.2)"),
-        (["backbone=tiny_animatediff", "method=bytheway", "method.search_space.tau=\"range(0, 12)\""], "tau=11"),
-        (["method=bytheway"], "CogVideoXTransformer3DModel"),
-        (["backbone.weights=/no/such/weights"], "/no/such/weights"),
-        (["backbone=cogvideox_2b"], "backbone.weights is not set"),
-        (["objective.targets=[{dimension: dynamic_dgree}]"], "dynamic_dgree"),
-    ],
-)
-def test_bad_input_fails_before_anything_loads(tmp_path, overrides, message):
-    result = sweep(tmp_path, *overrides)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert not list(tmp_path.rglob("study.db")), "no study was created"
 
 
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):

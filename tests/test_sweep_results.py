@@ -42,7 +42,7 @@ def sweep(cwd: Path, *overrides: str, multirun: bool = False) -> subprocess.Comp
     env.pop("WANDB_API_KEY", None)
     env.update({var: str(cwd / var.lower()) for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR")})
     cmd = [sys.executable, "-m", "vboost.sweep", *(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}", *TINY, *overrides]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
 
 
 def load(cwd: Path) -> optuna.Study:
