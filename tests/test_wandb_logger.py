@@ -73,8 +73,11 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("wandb")
     study_dir = root / STUDY
     with pytest.MonkeyPatch.context() as mp:
-        for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
             mp.setenv(var, str(root / var.lower()))
+        # No data directory set: the preset artifact must still be staged inside the study directory, not in HOME.
+        mp.delenv("WANDB_DATA_DIR", raising=False)
+        mp.setenv("HOME", str(root / "home"))
         mp.delenv("WANDB_API_KEY", raising=False)
         # W&B's metadata would record the command line, where a storage URL with its password often is.
         mp.setattr(sys, "argv", [sys.argv[0], f"study.storage={STORAGE}"])
@@ -185,6 +188,9 @@ def test_study_run_has_trials_and_pareto_tables_and_the_preset_artifact(sweep):
     (entry,) = artifacts[0]["manifest"]["contents"]
     assert entry["path"] == "recommended/preset.yaml"
     assert Path(entry["local_path"]).read_text() == logged["preset"].replace(PASSWORD, "***")
+    # Staged inside the study directory, so a copy of it syncs later with nothing missing; nothing under HOME.
+    assert Path(entry["local_path"]).is_relative_to(sweep["study_dir"])
+    assert not (sweep["root"] / "home").exists() or not any((sweep["root"] / "home").rglob("*.yaml"))
     assert summary["status"] == "finished"
 
 

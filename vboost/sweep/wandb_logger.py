@@ -10,6 +10,7 @@ is never written to a run.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -143,6 +144,17 @@ class WandbLogger(Logger):
     # -- the study run -------------------------------------------------------------------------------------------
 
     def _log_study(self, status: str) -> None:
+        # W&B stages an offline artifact's files under WANDB_DATA_DIR (~/.local/share/wandb by default); keep them in
+        # the study directory, so that a copy of outputs/<study>/ syncs later with nothing missing.
+        staging = os.environ.get("WANDB_DATA_DIR")
+        os.environ["WANDB_DATA_DIR"] = staging or str(self.study_dir / "wandb" / "data")
+        try:
+            self._log_study_run(status)
+        finally:
+            if staging is None:
+                del os.environ["WANDB_DATA_DIR"]
+
+    def _log_study_run(self, status: str) -> None:
         import pandas as pd
 
         from vboost.record import ALTERNATIVES_DIR, EXPORT_DIR, RECOMMENDED_DIR, TRIALS_CSV
