@@ -8,7 +8,6 @@ from vboost.methods.base import Method, MethodHandle, UnsupportedModelError
 from vboost.methods.bytheway import ByTheWay
 from vboost.methods.enhance_a_video import EnhanceAVideo
 from vboost.methods.free_init import FreeInit
-from vboost.methods.preset import Preset
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (EnhanceAVideo, ByTheWay, FreeInit)}
 
@@ -29,7 +28,6 @@ __all__ = [
     "FreeInit",
     "Method",
     "MethodHandle",
-    "Preset",
     "UnsupportedModelError",
     "build_method",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from vboost.methods import METHODS
 from vboost.methods.base import Method
 
 # Version 2 adds the full generation setting (height, width, guidance, fps, dtype, latent_frames, prompts, seeds),
@@ -174,8 +175,6 @@ class Preset:
         Raises ``KeyError`` naming the known methods for an unknown name, ``ValueError`` naming the bad
         parameters when they are not the method's knobs, a required knob is missing, or the method rejects a value.
         """
-        from vboost.methods import METHODS  # the registry imports every method; a preset file alone should not
-
         try:
             cls = METHODS[self.method]
         except KeyError:
