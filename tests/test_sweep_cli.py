@@ -28,8 +28,8 @@ STUDY = "tiny_cogvideox-enhance_a_video-motion_vs_consistency"
 LATENT_FRAMES = (9 - 1) // 4 + 1  # 9 frames, CogVideoX's 4x temporal VAE
 
 
-def sweep(cwd: Path, *overrides: str, multirun: bool = False, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd), os.environ.get("PYTHONPATH", "")])}
+def sweep(cwd: Path, *overrides: str, multirun: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "vboost.sweep", *(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}", *TINY, *overrides]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
 
@@ -275,16 +275,30 @@ def test_real_checkpoint_config_loads_weights_from_a_local_directory(tmp_path):
     """The path a user with real weights takes: a real backbone config, ``backbone.weights`` a saved pipeline."""
     from vboost.backbones import CogVideoXBackbone
 
+    import objectives
+    import torch
+
+    from vboost.backbones import GenerationDefaults
+
     weights = tmp_path / "CogVideoX-2b"
     CogVideoXBackbone.tiny().save_pretrained(weights)
+    # One CPU thread in the sweep, as in this process: CPU kernels split their sums by thread.
     result = sweep(
         tmp_path, "backbone=cogvideox_2b", f"backbone.weights={weights}", "backbone.dtype=float32",
         "backbone.num_frames=9", "backbone.height=32", "backbone.width=32", "study.n_trials=2", "validation.top_k=0",
+        env={"OMP_NUM_THREADS": str(torch.get_num_threads())},
     )
     assert result.returncode == 0, result.stderr
     study = load(tmp_path, "cogvideox_2b-enhance_a_video-motion_vs_consistency")
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
     assert study.user_attrs["checkpoint"] == str(weights)
-    # The saved random model reloads to the same weights, so its baseline clip equals the tiny model's own.
+    # The saved random model reloads to the same weights, so its baseline clip is the tiny model's own: generated here
+    # from the model built in code, it scores exactly what the sweep recorded for the clip it loaded from disk.
+    tiny = CogVideoXBackbone.tiny()
+    tiny.defaults = GenerationDefaults(num_frames=9, height=32, width=32, steps=2, guidance=6.0, fps=8)
+    clip = tiny.generate("a cat walks on the beach", 0)
     frames = iio.imread(tmp_path / "outputs" / "cogvideox_2b-enhance_a_video-motion_vs_consistency" / "videos" / "trial_0000" / "p0_s0.mp4")
-    assert frames.shape == (9, 32, 32, 3)
+    assert frames.shape == clip.frames.shape == (9, 32, 32, 3)
+    scorer = objectives.Scorer(["dynamic_degree", "subject_consistency"])
+    expected = {k: v for k, v in scorer.score_video(clip.frames, clip.fps).items()}
+    assert study.trials[0].user_attrs["video_scores"]["p0_s0"] == expected
