@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,6 +74,26 @@ def test_study_runs_references_first_then_searches_then_validates(base):
         assert t.state == TrialState.COMPLETE and set(t.user_attrs["video_scores"]) == {"p0_s1", "p0_s2"}
     assert str(cwd / "outputs" / STUDY) in result.stdout
     assert result.stdout.strip().splitlines()[-1].startswith("recommendation: ")
+    # The cost, printed before anything loads (3 trials x 1 clip; the baseline, the paper's setting and 3 candidates
+    # x 2 held-out clips), then the time left once the baseline has run.
+    assert f"{STUDY}: plan: 3 search trials x 1 clips + validation: up to 5 trials x 2 held-out clips = up to 13 clips" in result.stdout
+    assert re.search(rf"{STUDY}: 1 clips took [0-9.]+ s: about .* for the 12 left", result.stdout)
+
+
+def test_a_dry_run_prints_the_plan_and_what_is_left_and_loads_nothing(base, tmp_path):
+    cwd, _ = base
+    fresh = sweep(tmp_path, "dry_run=true", "study.n_trials=4")
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.strip().splitlines()[-1] == (
+        f"{STUDY}: plan: 4 search trials x 1 clips + validation: up to 5 trials x 2 held-out clips = up to 14 clips"
+    )
+    assert not list(tmp_path.rglob("study.db")) and "trial " not in fresh.stdout
+    # On the base study (its trials all done): what a bigger study would still need.
+    done = load(cwd).get_trials()
+    resumed = sweep(cwd, "dry_run=true", "study.n_trials=5")
+    assert resumed.returncode == 0 and len(load(cwd).get_trials()) == len(done)
+    made = sum(len(t.user_attrs.get("video_scores", {})) for t in done if t.state.name in ("COMPLETE", "PRUNED"))
+    assert resumed.stdout.strip().endswith(f"= up to 15 clips, {15 - made} left")
 
 
 def test_results_directory_holds_videos_table_and_the_decision(base):

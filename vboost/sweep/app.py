@@ -43,12 +43,16 @@ def run_job(cfg: DictConfig) -> str | None:
     from vboost.secrets import mask_url
     from vboost.sweep.artifacts import VideoWriter, artifact_store, export_and_report, results_lock, write_results
     from vboost.sweep.census import census
+    from vboost.sweep.cost import describe_cost, existing_study, study_cost
     from vboost.sweep.loggers import BackgroundLogger, build_logger
     from vboost.sweep.loop import Sweep
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own line per trial
     for note in plan.notes:
         print(f"{plan.study_name}: {note}")
+    if cfg.dry_run:
+        print(f"{plan.study_name}: {describe_cost(study_cost(plan, existing_study(plan)))}")
+        return None
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     try:
         logger = BackgroundLogger(build_logger(cfg.logger, plan.study_dir, plan.study_name, logger_run_config(plan)))
@@ -58,6 +62,7 @@ def run_job(cfg: DictConfig) -> str | None:
     videos = VideoWriter(plan.study_dir, logger, store, background=resolve_device(cfg.device) != "cpu") if cfg.save_videos else None
     sweep = Sweep(plan, models=lambda: load_models(plan), logger=logger, write_video=videos)
     study = sweep.open_study()
+    print(f"{plan.study_name}: {describe_cost(study_cost(plan, study))}")
     status = "failed"
     try:
         sweep.run(study)

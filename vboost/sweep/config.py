@@ -183,6 +183,8 @@ class SweepConfig:
     study: StudyConfig = dataclasses.field(default_factory=StudyConfig)
     validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
     output_dir: str = "outputs"
+    # Print the plan (what the study will generate, and what is left of it) and exit before anything loads.
+    dry_run: bool = False
     device: str = "auto"  # where the pipeline runs: auto is cuda when a GPU is visible, else cpu
     save_videos: bool = True
     # Also store each clip as an Optuna artifact (<output_dir>/<study>/artifacts) so optuna-dashboard shows it on

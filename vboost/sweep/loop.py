@@ -39,6 +39,7 @@ from vboost.record import (
 )
 from vboost.secrets import mask_url
 from vboost.sweep.census import census, find_reference, surplus, wait_for_reference
+from vboost.sweep.cost import describe_eta, study_cost
 from vboost.sweep.errors import ConfigError
 from vboost.sweep.loggers import Logger
 from vboost.sweep.storage import fail_stale_trials, open_storage
@@ -392,6 +393,10 @@ class Sweep:
         self._trial_bar.update()
         baseline = self._baselines.get(Role.VALIDATION if role_of(trial) == Role.VALIDATION else Role.SEARCH)
         tqdm.write(describe_trial(trial, self.plan, baseline))
+        if role_of(trial) == Role.BASELINE and trial.state == TrialState.COMPLETE and trial.duration:
+            # The untouched model's trial times a clip: what the rest of the study will take.
+            clips = len(trial.user_attrs.get(TrialAttr.VIDEO_SCORES, {}))
+            tqdm.write(f"{self.plan.study_name}: {describe_eta(study_cost(self.plan, study), trial.duration.total_seconds(), clips)}")
         sys.stdout.flush()  # one line per trial, visible at once even through a pipe
 
     @property
