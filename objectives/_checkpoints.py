@@ -14,6 +14,7 @@ library config it implies; a key it does not expect, or one it misses, is an err
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 import zipfile
@@ -63,11 +64,11 @@ _STORAGE_DTYPES = {
 
 
 class _ArchiveUnpickler(pickle.Unpickler):
+    """Unpickles a TorchScript ``data.pkl`` into ``_ScriptObject`` trees of tensors; refuses other globals."""
+
     _ALLOWED = {("collections", "OrderedDict"): dict, ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor}
 
     def __init__(self, archive: zipfile.ZipFile, prefix: str, data: bytes) -> None:
-        import io
-
         super().__init__(io.BytesIO(data))
         self._archive, self._prefix = archive, prefix
 
