@@ -1,11 +1,9 @@
 """Cost of each objectives/ dimension per clip (default: 16 frames of 512x512 at 8 fps).
 
-    python benchmarks/bench_objectives.py [--frames 16] [--size 512] [--repeats 3] [--vbench] [--device cpu]
+    python benchmarks/bench_objectives.py [--frames 16] [--size 512] [--repeats 3]
 
 Prints one row per dimension (record name, median wall and CPU seconds per clip) and the total of the weight-free default
-(``backend="proxy"``). ``--vbench`` also times the vbench tier with full-size networks (ViT-B/16, CLIP
-ViT-B/32 and ViT-L/14 architectures, random weights: same cost as the real ones, nothing downloaded).
-The clip is a textured square moving over a textured background, so the flow has real work to do.
+(``backend="proxy"``). The vbench tier's networks are timed by ``bench_vbench_cost.py``. The clip is a textured square moving over a textured background, so the flow has real work to do.
 """
 
 from __future__ import annotations
@@ -13,9 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -47,27 +43,11 @@ def time_scorer(scorer: objectives.Scorer, clip: np.ndarray, repeats: int) -> tu
     return statistics.median(wall), statistics.median(cpu)
 
 
-def save_full_size_networks(root: Path) -> None:
-    import torch
-    from transformers import CLIPConfig, CLIPModel, ViTConfig, ViTModel
-
-    torch.manual_seed(0)
-    ViTModel(ViTConfig(layer_norm_eps=1e-6), add_pooling_layer=False).save_pretrained(root / "dino-vitb16")
-    CLIPModel(CLIPConfig(vision_config=dict(patch_size=32), projection_dim=512)).save_pretrained(
-        root / "clip-vit-base-patch32")
-    large = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14)
-    CLIPModel(CLIPConfig(text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12),
-                         vision_config=large, projection_dim=768)).save_pretrained(root / "clip-vit-large-patch14")
-    torch.save(torch.nn.Linear(768, 1).state_dict(), root / "sa_0_4_vit_l_14_linear.pth")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--vbench", action="store_true", help="also time the vbench tier (full-size random nets)")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     clip = make_clip(args.frames, args.size)
@@ -78,15 +58,6 @@ def main() -> None:
         rows.append((objectives.record_name(name), time_scorer(objectives.Scorer([name]), clip, args.repeats)))
     default = objectives.Scorer(list(objectives.DIMENSIONS))
     rows.append(("all, backend='proxy' (one Scorer)", time_scorer(default, clip, args.repeats)))
-
-    if args.vbench:
-        with tempfile.TemporaryDirectory() as tmp:
-            save_full_size_networks(Path(tmp))
-            for name in objectives.DIMENSIONS:
-                if objectives.available(name, "vbench") and objectives.tier(name, "vbench") == "vbench":
-                    scorer = objectives.Scorer([name], backend="vbench", weights_dir=tmp, device=args.device)
-                    rows.append((f"{objectives.record_name(name, 'vbench')} ({args.device})",
-                                 time_scorer(scorer, clip, args.repeats)))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'record':<{width}}  wall s/clip  cpu s/clip")

@@ -1,13 +1,15 @@
 """VBench quality dimensions as objectives, in three labelled tiers.
 
 ``exact`` (weight-free, identical to VBench), ``proxy`` (weight-free stand-ins, NOT VBench numbers) and
-``vbench`` (VBench's protocol and networks, weights from a local directory). Every record name carries
+``vbench`` (VBench's protocols and networks, read from VBench's own cache: ``$VBENCH_CACHE_DIR`` or
+``~/.cache/vbench`` unless ``weights_dir`` says otherwise). Every record name carries
 its tier, e.g. ``"exact/temporal_flickering"``, ``"proxy/dynamic_degree"``, ``"vbench/subject_consistency"``.
 
 >>> import objectives
 >>> objectives.temporal_flickering(frames, fps=8)                     # one clip, one float
 >>> objectives.evaluate([(frames, 8)], ["dynamic_degree"]).scores      # aggregated as VBench does
 >>> objectives.record_name("subject_consistency", backend="vbench")   # validate a config, load nothing
+>>> objectives.check_weights(["dynamic_degree"], "vbench")           # files and libraries present? no torch
 
 This package never imports vboost.
 """
@@ -23,13 +25,14 @@ from ._registry import (
     TierUnavailableError,
     available,
     direction,
+    min_side,
     record_name,
     record_names,
     resolve,
     tier,
 )
 from ._scorer import Scorer
-from ._weights import MissingWeightsError
+from ._weights import CheckpointError, MissingDependencyError, MissingWeightsError, check_weights, default_weights_dir
 
 temporal_flickering = _per_video("temporal_flickering")
 dynamic_degree = _per_video("dynamic_degree")
@@ -41,21 +44,26 @@ imaging_quality = _per_video("imaging_quality")
 
 __all__ = [
     "BACKENDS",
+    "CheckpointError",
     "DIMENSIONS",
     "TIERS",
     "Dimension",
     "Evaluation",
+    "MissingDependencyError",
     "MissingWeightsError",
     "Scorer",
     "TierUnavailableError",
     "aesthetic_quality",
     "available",
     "background_consistency",
+    "check_weights",
+    "default_weights_dir",
     "direction",
     "dynamic_degree",
     "evaluate",
     "find_videos",
     "imaging_quality",
+    "min_side",
     "motion_smoothness",
     "read_video",
     "record_name",

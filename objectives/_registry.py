@@ -25,8 +25,8 @@ class Dimension:
     ``aggregation`` is ``"pair_weighted"`` (VBench sums per-frame-pair values over all videos and divides
     by the number of pairs) or ``"mean"`` (mean of per-video values; for dynamic degree the per-video
     value is 0/1, so the mean is the fraction of dynamic videos). ``companions`` are extra continuous
-    records (``<tier>/<name>_<companion>``), always averaged over videos. ``unavailable`` names, per tier
-    that VBench has but this package cannot provide, what would be needed.
+    records (``<tier>/<name>_<companion>``), always averaged over videos. ``min_side`` is, per tier, the
+    smallest frame side (pixels) that tier can score.
     """
 
     name: str
@@ -34,37 +34,29 @@ class Dimension:
     aggregation: str = "mean"
     companions: tuple[str, ...] = ()
     min_frames: int = 2
-    unavailable: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    min_side: Mapping[str, int] = dataclasses.field(default_factory=dict)
     direction: str = "maximize"
 
 
-_NO_RAFT = (
-    "RAFT-large as VBench runs it (raft-things.pth, 20 iterations); the only well-kept implementation is "
-    "torchvision.models.optical_flow.raft_large with Raft_Large_Weights.C_T_V1 (the port of raft-things.pth), "
-    "and torchvision is not installed with this CPU torch build; use backend='proxy' for dynamic_degree"
-)
-_NO_AMT = (
-    "AMT-S frame interpolation (VBench's third_party/amt code, amt-s.pth from huggingface.co/lalala125/AMT); "
-    "no pip library carries it; use backend='proxy' for motion_smoothness"
-)
-_NO_MUSIQ = (
-    "MUSIQ trained on SPAQ (pyiqa's musiq_arch, musiq_spaq_ckpt-358bb6af.pth from "
-    "github.com/chaofengc/IQA-PyTorch releases); pyiqa requires torchvision and would replace the pinned torch; "
-    "use backend='proxy' for imaging_quality"
-)
+def _min_side_for_padding(multiple: int) -> int:
+    """RAFT (dynamic degree) and AMT-S (motion smoothness) pool their 1/8-resolution correlation volume three
+    times; under 2 pixels there, their lookup divides by zero (VBench returns NaN), so the frame padded to a
+    multiple of ``multiple`` must be at least 128 px a side: 121 px unpadded for RAFT's 8, 113 for AMT's 16."""
+    return 128 - multiple + 1
+
 
 DIMENSIONS: dict[str, Dimension] = {
     d.name: d
     for d in (
         Dimension("temporal_flickering", tiers=("exact",)),
-        Dimension(
-            "dynamic_degree", tiers=("proxy",), companions=("magnitude",), unavailable={"vbench": _NO_RAFT}
-        ),
+        Dimension("dynamic_degree", tiers=("proxy", "vbench"), companions=("magnitude",),
+                  min_side={"vbench": _min_side_for_padding(8)}),
         Dimension("subject_consistency", tiers=("proxy", "vbench"), aggregation="pair_weighted"),
         Dimension("background_consistency", tiers=("proxy", "vbench"), aggregation="pair_weighted"),
-        Dimension("motion_smoothness", tiers=("proxy",), min_frames=3, unavailable={"vbench": _NO_AMT}),
+        Dimension("motion_smoothness", tiers=("proxy", "vbench"), min_frames=3,
+                  min_side={"vbench": _min_side_for_padding(16)}),
         Dimension("aesthetic_quality", tiers=("proxy", "vbench")),
-        Dimension("imaging_quality", tiers=("proxy",), unavailable={"vbench": _NO_MUSIQ}),
+        Dimension("imaging_quality", tiers=("proxy", "vbench")),
     )
 }
 
@@ -73,7 +65,7 @@ PAIR_SUM, PAIR_COUNT = "sum", "pairs"
 
 
 class TierUnavailableError(NotImplementedError):
-    """The asked tier of a dimension needs a network this package cannot run here; the message says what."""
+    """The asked tier does not exist for a dimension; the message says which tiers it has."""
 
 
 def dimension(name: str) -> Dimension:
@@ -108,8 +100,13 @@ def tier(name: str, backend: str = "proxy") -> str:
         return "exact"
     if backend in dim.tiers:
         return backend
-    reason = dim.unavailable.get(backend, "no such tier")
-    raise TierUnavailableError(f"{name!r} has no {backend!r} tier: needs {reason}")
+    raise TierUnavailableError(f"{name!r} has no {backend!r} tier; its tiers: {list(dim.tiers)}")
+
+
+def min_side(name: str, backend: str = "proxy") -> int:
+    """The smallest frame side (pixels, height and width alike) that ``name`` can be scored at under
+    ``backend`` (1 where there is no limit). Raises as :func:`tier`."""
+    return DIMENSIONS[name].min_side.get(tier(name, backend), 1)
 
 
 def record_name(name: str, backend: str = "proxy") -> str:

@@ -28,12 +28,17 @@ def dynamic_count(kept_frames: int) -> int:
     return round(4 * (kept_frames / 16.0))
 
 
+def padding(size: int, multiple: int) -> tuple[int, int]:
+    """Replicate padding (before, after) that RAFT's and AMT's ``InputPadder`` add to a side of ``size``
+    pixels to reach a multiple of ``multiple``: split evenly, the odd pixel after."""
+    total = (-size) % multiple
+    return total // 2, total - total // 2
+
+
 def pad_to_multiple_of_8(image: np.ndarray) -> np.ndarray:
-    """RAFT's ``InputPadder`` in 'sintel' mode: replicate-pad H and W up to a multiple of 8, split evenly
-    with the odd pixel at the bottom/right. The flow score is taken over the padded image, as in VBench."""
-    h, w = image.shape[:2]
-    pad_h, pad_w = (-h) % 8, (-w) % 8
-    pads = ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2)) + ((0, 0),) * (image.ndim - 2)
+    """RAFT's ``InputPadder`` in 'sintel' mode on an ``[H, W, ...]`` array (see :func:`padding`). The flow
+    score is taken over the padded image, as in VBench."""
+    pads = (padding(image.shape[0], 8), padding(image.shape[1], 8)) + ((0, 0),) * (image.ndim - 2)
     return np.pad(image, pads, mode="edge")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from . import _exact, _proxy
 from ._frames import check_fps, check_frames
 from ._registry import DIMENSIONS, PAIR_COUNT, PAIR_SUM, resolve, tier_records
-from ._weights import check_weights
+from ._weights import check_weights, weights_dir_or_default
 
 ScoreFn = Callable[[np.ndarray, float], "dict[str, float]"]
 
@@ -33,14 +33,16 @@ class Scorer:
         dimensions: dimension names, e.g. ``["temporal_flickering", "dynamic_degree"]``.
         backend: ``"proxy"`` (exact where an exact tier exists, else the weight-free proxy) or ``"vbench"``
             (exact where exact, else VBench's networks); or a mapping ``{dimension: backend}``.
-        weights_dir: local directory with the networks (see ``objectives/_vbench.py``); needed only when
-            some dimension resolves to the ``vbench`` tier.
+        weights_dir: VBench's cache directory holding the networks' files in VBench's layout
+            (``objectives/_weights.py``); ``None`` means VBench's default, ``$VBENCH_CACHE_DIR`` or
+            ``~/.cache/vbench``. Read only when some dimension resolves to the ``vbench`` tier.
         device: torch device for the networks.
 
     Raises ``ValueError`` on an unknown or repeated dimension or an unknown backend,
-    :class:`~objectives.TierUnavailableError` when a tier cannot be provided, and
-    :class:`~objectives.MissingWeightsError` naming a missing weight file. All of these before any network
-    loads.
+    :class:`~objectives.TierUnavailableError` when a tier cannot be provided,
+    :class:`~objectives.MissingWeightsError` naming a missing weight file and
+    :class:`~objectives.MissingDependencyError` naming a missing library, all before any network loads;
+    ``objectives.CheckpointError`` (a ``ValueError``) naming a file that does not hold its network.
     """
 
     def __init__(
@@ -51,18 +53,17 @@ class Scorer:
         device: str = "cpu",
     ) -> None:
         self.tiers = resolve(dimensions, backend)
-        vbench_dims = [name for name, tier in self.tiers.items() if tier == "vbench"]
-        for name in vbench_dims:
-            check_weights(name, weights_dir)
+        vbench_dims = list(check_weights(list(self.tiers), backend, weights_dir))
         self._fns: dict[str, ScoreFn] = {
             name: _WEIGHT_FREE[tier][name] for name, tier in self.tiers.items() if tier != "vbench"
         }
         if vbench_dims:
             from . import _vbench
 
-            weights = str(Path(weights_dir).expanduser())
+            weights = str(weights_dir_or_default(weights_dir))
             self._fns.update({name: getattr(_vbench, name)(weights, str(device)) for name in vbench_dims})
         self._min_frames = max(DIMENSIONS[name].min_frames for name in self.tiers)
+        self._min_sides = {name: DIMENSIONS[name].min_side.get(tier, 1) for name, tier in self.tiers.items()}
 
     @property
     def record_names(self) -> list[str]:
@@ -79,6 +80,10 @@ class Scorer:
         """
         frames = check_frames(frames, self._min_frames)
         fps = check_fps(fps)
+        for name, side in self._min_sides.items():
+            if min(frames.shape[1:3]) < side:
+                raise ValueError(f"{self.tiers[name]}/{name} needs frames of at least {side} px a side, "
+                                 f"got {frames.shape[1]}x{frames.shape[2]}")
         out: dict[str, float] = {}
         for name, tier in self.tiers.items():
             for suffix, value in self._fns[name](frames, fps).items():

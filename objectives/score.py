@@ -27,8 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dimensions", nargs="+", default=list(DIMENSIONS), metavar="DIM",
                         help=f"dimensions to score (default: all): {', '.join(DIMENSIONS)}")
     parser.add_argument("--backend", default="proxy", choices=BACKENDS,
-                        help="proxy: weight-free (exact where possible); vbench: VBench's networks from --weights-dir")
-    parser.add_argument("--weights-dir", default=None, help="local directory with the vbench tier's weights")
+                        help="proxy: weight-free (exact where possible); vbench: VBench's networks from VBench's cache")
+    parser.add_argument("--weights-dir", default=None,
+                        help="VBench's cache directory (default: $VBENCH_CACHE_DIR, else ~/.cache/vbench)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="scores.csv", type=Path, help="CSV path; the JSON goes beside it")
     return parser

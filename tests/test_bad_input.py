@@ -99,6 +99,11 @@ OURS = [
     (["imports=[no_such_module_of_mine]"], "imports: cannot import 'no_such_module_of_mine'"),
     (["logger=wandb", "logger.mode=sideways"], "logger.mode='sideways' is not one of offline, online"),
     (["study.name=damaged"], "damaged/study.db is not a readable Optuna study (file is not a database)"),
+    (["objective.backend=vbench", "objective.weights_dir=EMPTY", "backbone.height=128", "backbone.width=128"],
+     "objective: dynamic_degree (vbench tier) needs 'EMPTY/raft_model/models/raft-things.pth'"),
+    (["objective.backend=vbench", "objective.weights_dir=/no/such/cache"], "objective.weights_dir='/no/such/cache' is not a directory"),
+    (["objective=motion_within_consistency", "objective.backend=vbench"],
+     "objective: vbench/dynamic_degree scores frames of at least 121 px a side; backbone.height=64, backbone.width=64"),
 ]
 # Hydra's own refusals (a typo in a key, an unknown config option, a wrong type) keep Hydra's messages.
 HYDRAS = [
@@ -125,7 +130,9 @@ def catalogue(tmp_path_factory):
     from vboost.backbones import CogVideoXBackbone
 
     CogVideoXBackbone.tiny().save_pretrained(cwd / "CogVideoX-2b")
-    cases = [[f"output_dir={outputs}", *[o.replace("CHECKPOINT", str(cwd / "CogVideoX-2b")) for o in overrides]]
+    (cwd / "empty").mkdir()
+    cases = [[f"output_dir={outputs}", *[o.replace("CHECKPOINT", str(cwd / "CogVideoX-2b")).replace("EMPTY", str(cwd / "empty"))
+                                        for o in overrides]]
              for overrides, _ in OURS + HYDRAS]
     results = run_cases(cwd, cases, env={"VBOOST_DB_PASSWORD": PASSWORD})
     return dict(zip([tuple(o) for o, _ in OURS + HYDRAS], results)), before, trial_record(outputs / STUDY), outputs
@@ -133,11 +140,11 @@ def catalogue(tmp_path_factory):
 
 @pytest.mark.parametrize(("overrides", "message"), OURS, ids=[" ".join(o) for o, _ in OURS])
 def test_a_mistake_is_one_line_naming_it_before_anything_loads(catalogue, overrides, message):
-    results, *_ = catalogue
+    results, _, _, outputs = catalogue
     result = results[tuple(overrides)]
     lines = result["stderr"].strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith("vboost.sweep: error: "), result["stderr"]
-    assert message in lines[0]
+    assert message.replace("EMPTY", str(outputs.parent / "empty")) in lines[0]
     assert result["code"] == 2
     assert not result["diffusers"], "a config check imported diffusers"
     assert PASSWORD not in result["stdout"] + result["stderr"]

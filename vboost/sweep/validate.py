@@ -143,6 +143,8 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
     if cfg.study.n_trials < len(references):
         notes.append(f"study.n_trials={cfg.study.n_trials} leaves some of the {len(references)} reference trials unrun")
     dimensions, targets, constraints = _objectives(cfg.objective)
+    _check_frame_size(dimensions, cfg.objective.backend, backbone)
+    _check_scorer_weights(dimensions, cfg.objective)
     if cfg.study.n_trials < 1:
         raise ConfigError(f"study.n_trials={cfg.study.n_trials} must be at least 1")
     if not cfg.prompts.prompts or not cfg.prompts.seeds:
@@ -262,6 +264,32 @@ def _clip_geometry(spec: Any, backbone: DictConfig) -> ClipGeometry:
         raise ConfigError(str(err)) from None
 
 
+def _check_frame_size(dimensions: list[str], backend: str, backbone: DictConfig) -> None:
+    """Raise :class:`ConfigError` when a scorer's network cannot take frames of the backbone's size (VBench's RAFT and
+    AMT-S need frames of about 120 px a side)."""
+    import objectives
+
+    side = min(backbone.height, backbone.width)
+    for name in dimensions:
+        needed = objectives.min_side(name, backend)
+        if side < needed:
+            raise ConfigError(
+                f"objective: {objectives.record_name(name, backend)} scores frames of at least {needed} px a side; "
+                f"backbone.height={backbone.height}, backbone.width={backbone.width}"
+            )
+
+
+def _check_scorer_weights(dimensions: list[str], objective: DictConfig) -> None:
+    """The vbench tier's weight files (VBench's cache by default) and libraries, checked without reading or importing
+    anything; raises :class:`ConfigError` naming the missing file and the dimension that needs it."""
+    import objectives
+
+    try:
+        objectives.check_weights(dimensions, objective.backend, objective.weights_dir)
+    except (objectives.MissingWeightsError, objectives.MissingDependencyError) as err:
+        raise ConfigError(f"objective: {err}") from None
+
+
 def _check_attention_memory(spec: Any, backbone: DictConfig, geometry: ClipGeometry, device: str) -> None:
     """On the CPU, where attention materialises its ``tokens x tokens`` map, refuse a clip whose map alone would not fit
     in the memory available now (a GPU's fused kernels need no such map, so nothing is estimated there)."""
@@ -368,9 +396,9 @@ def _objectives(objective: DictConfig) -> tuple[list[str], list[Target], list[Co
             raise ConfigError(f"objective target {entry.dimension!r}: tolerance={entry.tolerance} must be in [0, 1)")
     if objective.weights_dir is not None and not Path(objective.weights_dir).expanduser().is_dir():
         raise ConfigError(f"objective.weights_dir={objective.weights_dir!r} is not a directory")
+    dimensions = list(dict.fromkeys(e.dimension for e in [*objective.targets, *objective.constraints]))
     if objective.early_stop.after_prompts < 1 or objective.early_stop.margin < 0:
         raise ConfigError(f"objective.early_stop={dict(objective.early_stop)} needs after_prompts >= 1 and margin >= 0")
-    dimensions = list(dict.fromkeys(e.dimension for e in [*objective.targets, *objective.constraints]))
     return dimensions, targets, constraints
 
 
