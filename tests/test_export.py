@@ -4,6 +4,7 @@ expected candidates, values and parameters come from the numbers written there, 
 from __future__ import annotations
 
 
+import optuna
 import pytest
 
 from vboost.export import export_study
@@ -122,3 +123,31 @@ def test_export_errors_are_one_line_and_masked(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
     assert export_main(["some_study", "--storage", f"sqlite:///{tmp_path / 'empty.db'}"]) == 2
     assert "some_study" in capsys.readouterr().err
+
+
+def test_a_study_written_by_vboost_0_1_still_exports(tmp_path, capsys):
+    """The record as version 0.1 wrote it: no decision settings, no validation stage, constraints as a user attr list,
+    the run context without size, guidance, dtype or latent frames; an even older one named the paper role
+    ``paper_default``."""
+    study_dir = tmp_path / "old"
+    study_dir.mkdir()
+    study = optuna.create_study(study_name="old", storage=f"sqlite:///{study_dir / 'study.db'}", directions=["maximize"])
+    for key, value in {"targets": ["proxy/dynamic_degree_magnitude"], "method": "enhance_a_video", "backbone": "cogvideox",
+                       "checkpoint": None, "num_frames": 9, "steps": 2, "fps": 8, "prompts": ["a cat"], "seeds": [0]}.items():
+        study.set_user_attr(key, value)
+    knobs = {"start": 0.0, "end": 1.0, "layers": None}
+    for role, weight, value, feasible in (("baseline", None, 1.0, 0.0), ("paper_default", 3.4, 1.1, 0.0),
+                                          ("search", 2.0, 1.3, -0.1), ("search", 5.0, 1.4, 0.2)):
+        attrs = {"role": role, "scores": {"proxy/dynamic_degree_magnitude": value}, "constraints": [feasible],
+                 "video_scores": {"p0_s0": {"proxy/dynamic_degree_magnitude": value}}}
+        if weight is not None:
+            attrs["knobs"] = {**knobs, "weight": weight}
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs=attrs))
+    assert export_main([str(study_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "no recommendation" in printed and "validation stage has not completed" in printed
+    # The infeasible trial 3 (constraint 0.2 > 0) is no candidate; trial 2 and the paper's setting (read as "paper").
+    alternatives = sorted((study_dir / "export" / "alternatives").iterdir())
+    assert [p.name for p in alternatives] == ["trial_0001", "trial_0002"]
+    preset = Preset.load(alternatives[1] / "preset.yaml")
+    assert preset.params["weight"] == 2.0 and preset.status == "unvalidated" and preset.latent_frames is None

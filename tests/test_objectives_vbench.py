@@ -431,6 +431,21 @@ def test_dynamic_degree_protocol(monkeypatch):
     assert score(frames, 24.0) == {"": 0.0, "_magnitude": pytest.approx(10.0 / 8 / threshold, rel=1e-5)}
 
 
+@pytest.mark.parametrize(("steps", "dynamic"), [(3, 1.0), (2, 0.0)])
+def test_dynamic_degree_counts_kept_frames_and_takes_the_threshold_of_the_unpadded_frame(monkeypatch, steps, dynamic):
+    # Where the alternatives disagree. 33 frames at 24 fps keep every 3rd: 11 frames, 10 pairs; the count is
+    # round(4 * 11 / 16) = 3 (counting pairs would give round(2.5) = 2). A +10 level step makes a pair score of
+    # 0.31 * 10 = 3.1 px: above 6 * 130 / 256 = 3.05 for the 130-px frame, below 3.19 for the padded 136 px.
+    fake = _FakeRAFT(k=0.31)
+    monkeypatch.setattr(_networks, "raft", lambda *args: fake)
+    score = _vbench.dynamic_degree("unused", "cpu")
+    levels = np.zeros(33)
+    for pair in range(steps):  # kept pair i runs from frame 3i to 3i + 3
+        levels[3 * pair + 3:] += 10.0
+    frames = np.broadcast_to(levels[:, None, None, None], (33, 130, 140, 3)).astype(np.uint8)
+    assert score(frames, 24.0)[""] == dynamic
+
+
 def test_flow_dimensions_refuse_frames_their_networks_cannot_take(monkeypatch, cache):
     scorer = objectives.Scorer(["motion_smoothness"], backend="vbench", weights_dir=cache["root"])
     with pytest.raises(ValueError, match=r"vbench/motion_smoothness needs frames of at least 113 px a side, got 112x200"):
