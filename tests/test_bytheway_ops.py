@@ -1,4 +1,4 @@
-"""bytheway_edit against closed forms and an independent float64 numpy implementation of METHODS.md 2.3."""
+"""bytheway_edit against closed forms and an independent float64 numpy implementation of the edit (docs/methods.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def random_maps(rows: int, frames: int, seed: int, sharpness: float = 2.0) -> to
 
 
 def numpy_reference(probs, anchor, alpha, beta, tau, clip_negative, cfg_batched):
-    """METHODS.md 2.3 written out with numpy.fft in float64."""
+    """The edit (docs/methods.md) written out with numpy.fft in float64."""
     p, a = np.asarray(probs, dtype=np.float64), np.asarray(anchor, dtype=np.float64)
     rows, f = p.shape[0], p.shape[-1]
     cond = slice(rows // 2, rows) if cfg_batched else slice(0, rows)

@@ -1,8 +1,8 @@
 """EnhanceAVideo on the DiT families, checked against computations that do not use vboost's code.
 
 The reference for a layer call: re-run the *original* diffusers attention module on the inputs the enhanced
-module saw, capture the q/k that reach ``scaled_dot_product_attention``, pick the video tokens per METHODS.md
-1.2, group them frame-major by explicit indexing and compute the score entry by entry in float64. The enhanced
+module saw, capture the q/k that reach ``scaled_dot_product_attention``, pick the video tokens per docs/methods.md,
+group them frame-major by explicit indexing and compute the score entry by entry in float64. The enhanced
 output must equal the original output times that score on the video part, and equal it elsewhere.
 """
 
@@ -79,7 +79,7 @@ def _arg(args: tuple, kwargs: dict, name: str, position: int):
 
 
 def _video_tokens(family: str, query: torch.Tensor, args: tuple, kwargs: dict) -> slice:
-    """Which key/query positions of the SDPA call are video tokens (METHODS.md 1.2)."""
+    """Which key/query positions of the SDPA call are video tokens (docs/methods.md)."""
     if family == "cogvideox":  # text first
         return slice(_arg(args, kwargs, "encoder_hidden_states", 1).shape[1], None)
     if family == "hunyuan_video":  # image first in both block kinds; text is the encoder stream

@@ -1,4 +1,4 @@
-"""feta_score against closed forms and hand-rolled references (METHODS.md 1.1)."""
+"""feta_score against closed forms and hand-rolled references (docs/methods.md; arXiv 2502.07508)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FreeInit (the ByTheWay paper's baseline) through diffusers' own ``enable_free_init`` (METHODS.md 3)."""
+"""FreeInit (the ByTheWay paper's baseline) through diffusers' own ``enable_free_init`` (docs/methods.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ByTheWay's edit of a temporal attention map (METHODS.md 2.3)."""
+"""ByTheWay's edit of a temporal attention map (docs/methods.md; arXiv 2410.06241)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Enhance-A-Video's cross-frame intensity score (METHODS.md 1.1)."""
+"""Enhance-A-Video's cross-frame intensity score (docs/methods.md; arXiv 2502.07508)."""
 
 from __future__ import annotations
 

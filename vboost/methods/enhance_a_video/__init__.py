@@ -3,7 +3,7 @@ Open-Sora v1.2 (the temporal attention of its spatial-temporal blocks).
 
 Each matched attention module gets a processor that reimplements its diffusers processor, computes the
 cross-frame intensity of the video q/k handed to the kernel and scales the video output by
-``clamp(CFI * (F + weight), min=1)`` (METHODS.md 1). Outside the step window the original processor runs.
+``clamp(CFI * (F + weight), min=1)`` (docs/methods.md). Outside the step window the original processor runs.
 """
 
 from __future__ import annotations
