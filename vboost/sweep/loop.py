@@ -168,25 +168,18 @@ class Sweep:
         """Enqueue each reference that has no complete, running or waiting trial yet (a failed one runs again)."""
         present = _references_present(study)
         for ref in self.plan.references:
-            if (ref.role, ref.key) in present:
-                continue
-            attrs = {TrialAttr.ROLE: ref.role, TrialAttr.REFERENCE: ref.key}
-            params = {}
-            if ref.knobs is not None:
-                attrs[TrialAttr.KNOBS] = ref.knobs
-                params = self.plan.space.to_trial_params(ref.knobs)
-            study.enqueue_trial(params, user_attrs=attrs)
+            if (ref.role, ref.key) not in present:
+                self._enqueue(study, {TrialAttr.ROLE: ref.role, TrialAttr.REFERENCE: ref.key}, ref.knobs)
 
     def _enqueue_validation(self, study: optuna.Study) -> bool:
         """Enqueue the validation trials the ended search stage calls for (the baseline's first, then the
         candidates' in rank order) that the study does not hold yet; returns whether any was enqueued."""
-        plan = self.plan
         candidates = self._candidates(study)
         if not candidates:
             return False
         baseline = find_reference(study, Role.BASELINE, _BASELINE_KEY)
         present = _references_present(study)
-        clip_set = plan.validation.clip_set
+        clip_set = self.plan.validation.clip_set
         enqueued = 0
         for trial in [baseline, *candidates]:
             key = validation_reference(trial.number, clip_set)
@@ -194,18 +187,21 @@ class Sweep:
                 continue
             attrs = {TrialAttr.ROLE: Role.VALIDATION, TrialAttr.REFERENCE: key, TrialAttr.CANDIDATE: trial.number,
                      TrialAttr.CLIP_SET: clip_set}
-            params = {}
-            knobs = trial.user_attrs.get(TrialAttr.KNOBS)
-            if knobs is not None:
-                attrs[TrialAttr.KNOBS] = knobs
-                params = plan.space.to_trial_params(knobs)
-            study.enqueue_trial(params, user_attrs=attrs)
+            self._enqueue(study, attrs, trial.user_attrs.get(TrialAttr.KNOBS))
             self._enqueued_validation.add(key)
             enqueued += 1
         if enqueued:
             self._trial_bar.total += enqueued
             self._trial_bar.refresh()
         return enqueued > 0
+
+    def _enqueue(self, study: optuna.Study, attrs: dict[str, Any], knobs: dict[str, Any] | None) -> None:
+        """Enqueue a trial of fixed ``knobs`` (None: the untouched model), its searched coordinates as its params."""
+        params = {}
+        if knobs is not None:
+            attrs = {**attrs, TrialAttr.KNOBS: knobs}
+            params = self.plan.space.to_trial_params(knobs)
+        study.enqueue_trial(params, user_attrs=attrs)
 
     def _candidates(self, study: optuna.Study) -> list[FrozenTrial]:
         """The search-stage trials the validation stage runs again (none when it is off or nothing qualifies)."""
