@@ -139,3 +139,36 @@ def test_an_unvalidated_single_objective_study_says_no_recommendation(tmp_path):
     # Panels: baseline, paper default and the first candidate (3), whose clips were not kept: left out and noted.
     assert any("not recommended video" in note and "missing" in note for note in report.notes)
     assert report.pareto_png.is_file()
+
+
+def test_the_plots_show_the_right_points(tmp_path):
+    """The figures' data, read back from matplotlib: every point where the study puts it."""
+    import matplotlib.pyplot as plt
+
+    from vboost.record import decide, open_study_run
+    from vboost.report._plots import effects_figure, pareto_figure
+
+    run = open_study_run(build_sweep_dir(tmp_path))
+    decision = decide(run)
+    fig = pareto_figure(run, decision)
+    (ax,) = fig.axes
+    series = {}
+    for artist in [*ax.collections, *ax.lines]:
+        points = artist.get_offsets() if hasattr(artist, "get_offsets") else list(zip(*artist.get_data()))
+        series[artist.get_label()] = sorted(map(tuple, np.asarray(points).tolist()))
+    values = {n: v for n, (_, _, v, _) in TRIALS.items()}
+    # The front with the baseline as a contender, by brute force: {3, 5, 7}; the baseline (0) is dominated by 5.
+    assert series["Pareto front (baseline included)"] == sorted(values[n] for n in (3, 5, 7))
+    assert series["trials"] == sorted(values[n] for n in (0, 1, 2, 4, 6))
+    assert series["baseline (no method) (#0)"] == [values[0]] and series[f"recommended (#{RECOMMENDED})"] == [values[RECOMMENDED]]
+    assert series["validated on held-out clips"] == sorted(values[n] for n in CANDIDATES)
+    plt.close(fig)
+    fig = effects_figure(decision)
+    assert [a.get_title() for a in fig.axes] == [name for name, _ in OBJECTIVES]
+    for ax, (name, _) in zip(fig.axes, OBJECTIVES):
+        # Held-out effects at row - 0.15: the points' x are the candidates' validated mean changes, in order.
+        points = [line for line in ax.lines if line.get_marker() == "o"]  # not the interval's caps
+        held_out = sorted((y, x) for line in points for x, y in zip(*line.get_data()) if y % 1 > 0.5)
+        level = 1 - 0.05 / len(CANDIDATES)
+        assert [x for _, x in held_out] == pytest.approx([expected_effect(c, name, level)[0] for c in CANDIDATES])
+    plt.close(fig)

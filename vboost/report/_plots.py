@@ -23,11 +23,27 @@ MIN_TRIALS_FOR_IMPORTANCE = 5
 
 
 def pareto_png(run: StudyRun, decision: Decision, path: str | os.PathLike) -> Path:
+    """Save :func:`pareto_figure` to ``path``; returns ``path``."""
+    return _save(pareto_figure(run, decision), path)
+
+
+def effects_png(decision: Decision, path: str | os.PathLike) -> Path:
+    """Save :func:`effects_figure` to ``path``; returns ``path``."""
+    return _save(effects_figure(decision), path)
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def pareto_figure(run: StudyRun, decision: Decision) -> Any:
     """Objective 1 vs objective 2 of every completed search-stage trial, the front joined, references marked.
 
     The front is computed with the untouched model as a contender (it is on the front when nothing beats it). With
     one objective, the value per trial number instead. Baseline: red cross; paper default: orange diamond;
-    validated candidates: black rings; the recommended setting: green star. Returns ``path``.
+    validated candidates: black rings; the recommended setting: green star. Every series carries its legend label.
     """
     objectives, trials = run.objectives, run.completed()
     front = {t.number for t in search_front(run)}
@@ -72,15 +88,14 @@ def pareto_png(run: StudyRun, decision: Decision, path: str | os.PathLike) -> Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
-def effects_png(decision: Decision, path: str | os.PathLike) -> Path:
-    """Per record, each candidate's change vs the untouched model with its interval: on the search clips (grey,
-    uncorrected) and on the held-out clips (corrected; green recommended, blue qualifying, red rejected). The
-    zero line is the untouched model; a dashed line marks a tolerance. Returns ``path``."""
+def effects_figure(decision: Decision) -> Any:
+    """Per record (one axes each), each candidate's change vs the untouched model with its interval: on the search
+    clips (grey, uncorrected, at ``row + 0.15``) and on the held-out clips (corrected, at ``row - 0.15``; green
+    recommended, blue qualifying, red rejected). The zero line is the untouched model; a dashed line marks a
+    tolerance."""
     records = decision.records
     candidates = decision.candidates
     fig, axes = plt.subplots(1, len(records), figsize=(4.2 * len(records), 0.9 + 0.55 * max(1, len(candidates))),
@@ -110,9 +125,7 @@ def effects_png(decision: Decision, path: str | os.PathLike) -> Path:
     verdict = "no recommendation" if decision.recommendation is None else f"recommended: trial {decision.recommendation.trial.number}"
     fig.suptitle(f"grey: search clips; colour: held-out clips (green recommended, red rejected); {verdict}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
 def _bar(ax: Any, y: float, effect: Effect, colour: str, label: str | None) -> None:
