@@ -56,7 +56,7 @@ def flicker(amplitude: float) -> float:
 def held_out_differences(strength: float, **params: float) -> list[float]:
     knob = synthetic_world.SyntheticKnob(strength=strength, **{**KNOB, **params})
     return [
-        flicker(knob.amplitude(p, s)) - flicker(synthetic_world.base_amplitude(knob.world, p, s))
+        flicker(knob.amplitude(p, s)) - flicker(synthetic_world.base_amplitude(p, s))
         for p in PROMPTS["heldout_prompts"] for s in PROMPTS["heldout_seeds"]
     ]
 

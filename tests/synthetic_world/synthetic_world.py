@@ -12,7 +12,7 @@ amplitude of clip (prompt, seed) under knob value ``k`` is
 ``base`` is a per-clip level in [10, 30]; the bump is the knob's true effect (``depth = 0``: none); ``z`` is a
 standard normal draw fixed per (prompt, seed, k), so every setting perturbs every clip by a zero-mean amount (the
 noise that makes the best of many searched settings look better than it is). The untouched model (no method) has
-``a = base``. ``world`` seeds both ``base`` and ``z``, so studies with different worlds are independent.
+``a = base``, the same in every world. ``world`` seeds ``z``, so studies of different worlds are independent.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def _rng(*key: Any) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def base_amplitude(world: int, prompt: str, seed: int) -> float:
+def base_amplitude(prompt: str, seed: int) -> float:
     """The untouched model's flicker amplitude of a clip."""
-    return 10.0 + 20.0 * float(_rng("base", world, prompt, seed).random())
+    return 10.0 + 20.0 * float(_rng("base", prompt, seed).random())
 
 
 def true_gain(k: float, depth: float, optimum: float, width: float) -> float:
@@ -65,7 +65,7 @@ class SyntheticKnob(Method):
             raise ValueError(f"strength must be in [0, 1]; got {self.strength!r}")
 
     def amplitude(self, prompt: str, seed: int) -> float:
-        base = base_amplitude(self.world, prompt, seed)
+        base = base_amplitude(prompt, seed)
         z = float(_rng("z", self.world, prompt, seed, round(self.strength, 12)).standard_normal())
         return base * (1.0 - true_gain(self.strength, self.depth, self.optimum, self.width)) * (1.0 + self.noise * z)
 
@@ -91,11 +91,10 @@ class _Scheduler:
 
 
 class SyntheticPipeline:
-    def __init__(self, world: int) -> None:
+    def __init__(self) -> None:
         self.transformer = SyntheticDenoiser()
         self.scheduler = _Scheduler()
         self.knob: SyntheticKnob | None = None
-        self.world = world
 
     def to(self, device: Any) -> "SyntheticPipeline":
         return self
@@ -111,12 +110,12 @@ class SyntheticBackbone(Backbone):
     @classmethod
     def tiny(cls, *, seed: int = 0) -> "SyntheticBackbone":
         defaults = GenerationDefaults(num_frames=8, height=16, width=16, steps=1, guidance=1.0, fps=8)
-        return cls(SyntheticPipeline(world=0), defaults)
+        return cls(SyntheticPipeline(), defaults)
 
     def generate(self, prompt: str, seed: int, **kwargs: Any) -> Video:
         d, knob = self.defaults, self.pipe.knob
         self.pipe.scheduler.set_timesteps(d.steps)
-        amplitude = base_amplitude(knob.world if knob else 0, prompt, seed) if knob is None else knob.amplitude(prompt, seed)
+        amplitude = base_amplitude(prompt, seed) if knob is None else knob.amplitude(prompt, seed)
         pixels = d.height * d.width * 3
         # D: floor(a) everywhere, plus 1 on a fixed share of pixels, so that mean(D) is a to 1 / pixels.
         extra = (np.arange(pixels) < round((amplitude - math.floor(amplitude)) * pixels)).astype(np.int64)
