@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vboost.methods.base import Method, MethodHandle, UnsupportedModelError
+from vboost.methods.base import DiffusersCode, Method, MethodHandle, UnsupportedModelError
 from vboost.methods.bytheway import ByTheWay
 from vboost.methods.enhance_a_video import EnhanceAVideo
 from vboost.methods.free_init import FreeInit
@@ -25,6 +25,7 @@ def build_method(name: str, **params: Any) -> Method:
 __all__ = [
     "METHODS",
     "ByTheWay",
+    "DiffusersCode",
     "EnhanceAVideo",
     "FreeInit",
     "Method",
