@@ -193,3 +193,21 @@ SPECS: dict[str, BackboneSpec] = {
         ),
     )
 }
+
+
+def _modular(family: str, target: str, like: str, **kwargs: Any) -> BackboneSpec:
+    """A diffusers modular pipeline of the same model as the family ``like``: its denoiser, clip geometry and tiny
+    model; its guider is a component that guider methods replace."""
+    plain = SPECS[like]
+    return BackboneSpec(family, target, plain.denoiser_class, rule=plain.rule, tiny_denoiser=plain.tiny_denoiser,
+                        modular=True, **kwargs)
+
+
+SPECS.update({
+    spec.family: spec
+    for spec in (
+        _modular("wan_modular", "vboost.backbones.wan_modular:WanModularBackbone", "wan"),
+        _modular("wan22_modular", "vboost.backbones.wan_modular:Wan22ModularBackbone", "wan", experts=("transformer_2",)),
+        _modular("ltx_modular", "vboost.backbones.ltx_modular:LTXModularBackbone", "ltx_video"),
+    )
+})
