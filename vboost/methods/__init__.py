@@ -8,9 +8,23 @@ from vboost.methods.base import DiffusersCode, Method, MethodHandle, Unsupported
 from vboost.methods.bytheway import ByTheWay
 from vboost.methods.enhance_a_video import EnhanceAVideo
 from vboost.methods.free_init import FreeInit
+from vboost.methods.freeu import FreeU
+from vboost.methods.guiders import (
+    AdaptiveProjectedGuidance,
+    ClassifierFreeGuidance,
+    ClassifierFreeZeroStarGuidance,
+    GuiderMethod,
+    SkipLayerGuidance,
+)
 from vboost.methods.preset import Preset
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (EnhanceAVideo, ByTheWay, FreeInit)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls
+    for cls in (
+        EnhanceAVideo, ByTheWay, FreeInit, FreeU, SkipLayerGuidance, ClassifierFreeZeroStarGuidance,
+        ClassifierFreeGuidance, AdaptiveProjectedGuidance,
+    )
+}
 
 
 def build_method(name: str, **params: Any) -> Method:
@@ -24,13 +38,19 @@ def build_method(name: str, **params: Any) -> Method:
 
 __all__ = [
     "METHODS",
+    "AdaptiveProjectedGuidance",
     "ByTheWay",
+    "ClassifierFreeGuidance",
+    "ClassifierFreeZeroStarGuidance",
     "DiffusersCode",
     "EnhanceAVideo",
     "FreeInit",
+    "FreeU",
+    "GuiderMethod",
     "Method",
     "MethodHandle",
     "Preset",
+    "SkipLayerGuidance",
     "UnsupportedModelError",
     "build_method",
 ]
