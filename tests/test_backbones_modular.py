@@ -10,7 +10,7 @@ import torch
 
 from vboost.backbones import get_backbone_class
 from vboost.backbones._dit import to_video
-from vboost.methods import EnhanceAVideo
+from vboost.methods import Combined, EnhanceAVideo, Member
 
 PROMPT = "a red car in the city at night"
 FAMILIES = ["wan_modular", "wan22_modular", "ltx_modular"]
@@ -97,3 +97,24 @@ def test_enhance_a_video_enters_every_transformer_and_detaches(backbone):
         per_step[record["step"]] = per_step.get(record["step"], 0) + 1
     # Every step scores every layer once per denoiser call (2 calls a step with classifier-free guidance).
     assert sorted(per_step) == list(range(backbone.defaults.steps)) and set(per_step.values()) == {2 * len(layers)}
+
+
+def test_wan22_experts_take_their_own_enhance_a_video_knobs():
+    backbone = get_backbone_class("wan22_modular").tiny(seed=0)
+    seen = {"transformer": set(), "transformer_2": set()}
+    for name in seen:
+        getattr(backbone.pipe, name).register_forward_pre_hook(
+            lambda module, args, kwargs, name=name: seen[name].add(float(kwargs["timestep"][0])), with_kwargs=True
+        )
+    both = Combined({"high": Member(EnhanceAVideo(weight=4.0), "transformer"),
+                     "low": Member(EnhanceAVideo(weight=0.5), "transformer_2")})
+    with both.attached(backbone.pipe) as handle:
+        backbone.generate(PROMPT, 0)
+    high, low = handle.members["high"], handle.members["low"]
+    assert seen["transformer"] and seen["transformer_2"]  # the tiny schedule crosses the 875 boundary
+    # Each member scored only its expert's steps: the high-noise ones first, then the low-noise ones.
+    high_steps, low_steps = {r["step"] for r in high.records}, {r["step"] for r in low.records}
+    assert high_steps and low_steps and max(high_steps) < min(low_steps)
+    assert len(high_steps) == len(seen["transformer"]) and len(low_steps) == len(seen["transformer_2"])
+    summary = handle.summary()
+    assert summary["high/score"] != summary["low/score"]

@@ -6,6 +6,7 @@ from typing import Any
 
 from vboost.methods.base import DiffusersCode, Method, MethodHandle, UnsupportedModelError
 from vboost.methods.bytheway import ByTheWay
+from vboost.methods.combined import Combined, Member
 from vboost.methods.enhance_a_video import EnhanceAVideo
 from vboost.methods.free_init import FreeInit
 from vboost.methods.freeu import FreeU
@@ -22,7 +23,7 @@ METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
         EnhanceAVideo, ByTheWay, FreeInit, FreeU, SkipLayerGuidance, ClassifierFreeZeroStarGuidance,
-        ClassifierFreeGuidance, AdaptiveProjectedGuidance,
+        ClassifierFreeGuidance, AdaptiveProjectedGuidance, Combined,
     )
 }
 
@@ -42,11 +43,13 @@ __all__ = [
     "ByTheWay",
     "ClassifierFreeGuidance",
     "ClassifierFreeZeroStarGuidance",
+    "Combined",
     "DiffusersCode",
     "EnhanceAVideo",
     "FreeInit",
     "FreeU",
     "GuiderMethod",
+    "Member",
     "Method",
     "MethodHandle",
     "Preset",
