@@ -39,18 +39,23 @@ def write_native(tmp_path, preset, method):
     return path
 
 
-@pytest.mark.parametrize("method", [
-    SkipLayerGuidance(layers=1, skip_layer_guidance_scale=2.0, skip_layer_guidance_start=0.0, skip_layer_guidance_stop=1.0),
-    ClassifierFreeZeroStarGuidance(zero_init_steps=1, guidance_scale=6.0),
-], ids=lambda m: m.name)
-def test_modular_script_loads_the_guider_config_and_regenerates_the_clip(tmp_path, method):
+SLG = SkipLayerGuidance(layers=1, skip_layer_guidance_scale=2.0, skip_layer_guidance_start=0.0, skip_layer_guidance_stop=1.0)
+
+
+@pytest.mark.parametrize("family,method,steps", [
+    ("wan_modular", SLG, 3),
+    ("wan_modular", ClassifierFreeZeroStarGuidance(zero_init_steps=1, guidance_scale=6.0), 3),
+    ("wan22_modular", SLG, 4),  # both experts' guiders, each keeping its own untouched scale
+], ids=["wan-slg", "wan-cfg_zero_star", "wan22-slg"])
+def test_modular_script_loads_the_guider_config_and_regenerates_the_clip(tmp_path, family, method, steps):
     pipe_dir = tmp_path / "pipe"
-    get_backbone_class("wan_modular").tiny(seed=0).save_pretrained(pipe_dir)
-    preset = Preset.from_method(method, backbone="wan_modular", **SETTING, dtype="float32", prompts=["a cat"], seeds=[4])
+    get_backbone_class(family).tiny(seed=0).save_pretrained(pipe_dir)
+    setting = {**SETTING, "steps": steps}
+    preset = Preset.from_method(method, backbone=family, **setting, dtype="float32", prompts=["a cat"], seeds=[4])
     native = write_native(tmp_path / "export", preset, method)
     assert (tmp_path / "export" / "guider" / "guider_config.json").is_file()
     runpy.run_path(str(native))["main"]([str(pipe_dir), "--device", "cpu", "--out-dir", str(tmp_path / "n"), "--save-frames"])
-    expected = sweep_frames("wan_modular", pipe_dir, method, SETTING, "a cat", 4)
+    expected = sweep_frames(family, pipe_dir, method, setting, "a cat", 4)
     np.testing.assert_array_equal(np.load(tmp_path / "n" / "p0_s4.npy"), expected)
     vboost = tmp_path / "diffusers_vboost.py"
     vboost.write_text(vboost_snippet(preset, method))

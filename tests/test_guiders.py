@@ -261,4 +261,6 @@ def test_guider_config_json_is_diffusers_own_and_loads_back(tmp_path: Path):
         assert getattr(loaded, knob) == getattr(expected, knob), knob
     assert loaded.skip_layer_config[0].indices == [2] and loaded.skip_layer_config[0].fqn == "blocks"
     assert math.isclose(loaded.guidance_scale, 4.0)
+    # The second expert's guider keeps that expert's untouched scale, as attaching does.
+    assert math.isclose(DiffusersSLG.from_pretrained(tmp_path, subfolder="guider_2").guidance_scale, 3.0)
     assert "pipe.update_components(" in code.apply[0] and 'subfolder="guider_2"' in code.apply[0]

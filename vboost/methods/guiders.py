@@ -117,13 +117,14 @@ class GuiderMethod(Method):
     def diffusers_code(self, setting: "Preset") -> DiffusersCode:
         """The guider saved by diffusers' ``save_pretrained`` (``guider/guider_config.json``, and ``guider_2/`` for
         Wan 2.2's second expert) and the ``update_components`` call that loads it into a modular pipeline."""
-        from vboost.backbones import backbone_spec
+        from vboost.backbones import backbone_spec, get_backbone_class
 
-        spec = backbone_spec(setting.backbone)
-        guider = self.build_guider(spec.denoiser_class, setting.guidance)
+        spec, adapter = backbone_spec(setting.backbone), get_backbone_class(setting.backbone)
         files, updates = {}, []
         for component in spec.denoisers:
             name = guider_component(component)
+            # The scale a guidance_scale of None keeps: the untouched model's for this guider, as on attach.
+            guider = self.build_guider(spec.denoiser_class, adapter.base_guidance(name, setting.guidance))
             with tempfile.TemporaryDirectory() as directory:
                 guider.save_pretrained(directory)
                 files[f"{name}/guider_config.json"] = (Path(directory) / "guider_config.json").read_text()
