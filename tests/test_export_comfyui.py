@@ -81,6 +81,27 @@ SOURCE_INPUT_TYPES = {
             "iter_seed_offset": ("INT", {"default": 1, "min": -_BIG, "max": _BIG}),
         },
     },
+    # Declared with ComfyUI's io.Schema (comfy_extras/nodes_slg.py): the same inputs, in this order.
+    "SkipLayerGuidanceDiT": {"required": {
+        "model": ("MODEL",),
+        "double_layers": ("STRING", {"default": "7, 8, 9"}),
+        "single_layers": ("STRING", {"default": "7, 8, 9"}),
+        "scale": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 10.0, "step": 0.1}),
+        "start_percent": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 1.0, "step": 0.001}),
+        "end_percent": ("FLOAT", {"default": 0.15, "min": 0.0, "max": 1.0, "step": 0.001}),
+        "rescaling_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+    }},
+    "SkipLayerGuidanceWanVideo": {"required": {
+        "model": ("MODEL",),
+        "blocks": ("STRING", {"default": "10", "multiline": False}),
+        "start_percent": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.001}),
+        "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+    }},
+    "CFGZeroStarAndInit": {"required": {
+        "model": ("MODEL",),
+        "use_zero_init": ("BOOLEAN", {"default": True}),
+        "zero_init_steps": ("INT", {"default": 0, "min": 0}),
+    }},
 }
 WIDGET_KINDS = ("FLOAT", "INT", "BOOLEAN", "STRING")
 
@@ -178,22 +199,34 @@ def test_docs_tables_match_the_recorded_nodes():
 
 # A typical clip length per family; latent frames from the backbone's own geometry (no temporal patch).
 FRAMES = {"cogvideox": 49, "hunyuan_video": 129, "wan": 81, "ltx_video": 97, "animatediff": 16, "animatediff_sparsectrl": 16,
-          "opensora": 51, "videocrafter2": 16}
+          "opensora": 51, "videocrafter2": 16, "wan_modular": 81, "wan22_modular": 81, "ltx_modular": 97}
 KNOBS = {
     "enhance_a_video": {"weight": 4.0},
     "bytheway": {"alpha": 0.6, "beta": 1.5, "tau": 7},
     "free_init": {"num_iters": 2, "spatial_stop_frequency": 0.3, "temporal_stop_frequency": 0.25},
+    "freeu": {"b1": 1.5, "b2": 1.6, "s1": 0.9, "s2": 0.2},
+    "skip_layer_guidance": {"layers": 2, "skip_layer_guidance_start": 0.0, "skip_layer_guidance_stop": 1.0},
+    "cfg_zero_star": {"zero_init_steps": 2},
+    "classifier_free_guidance": {"guidance_scale": 5.0},
+    "adaptive_projected_guidance": {"eta": 0.0},
 }
-SUPPORTED = [
-    (family, method) for family in BACKBONES for method, cls in METHODS.items()
-    if cls.supports(backbone_spec(family).denoiser_class)
-]
+
+
+def _supported(cls, family) -> bool:
+    try:
+        cls.check_backbone(backbone_spec(family))
+    except TypeError:
+        return False
+    return cls.name != "combined"  # a combination's compatibility is its members'
+
+
+SUPPORTED = [(family, method) for family in BACKBONES for method, cls in METHODS.items() if _supported(cls, family)]
 
 
 @pytest.mark.parametrize(("family", "method"), SUPPORTED)
 def test_every_exported_fragment_fits_its_node(family, method):
     frames = FRAMES[family]
-    preset = Preset(method, KNOBS[method], backbone=family, num_frames=frames,
+    preset = Preset(method, KNOBS[method], backbone=family, num_frames=frames, steps=50,
                     latent_frames=backbone_spec(family).geometry(frames, 64, 64).latent_frames)
     export = comfyui_export(preset)
     json.dumps(export.to_dict())  # plain data

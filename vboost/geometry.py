@@ -18,7 +18,8 @@ class ClipGeometry:
 
     ``vae_frames`` latent frames come out of the VAE; the denoiser's temporal patch groups ``temporal_patch`` of them
     (pipelines pad to a whole patch), so its attention sees ``latent_frames`` (F) frames of ``tokens_per_frame``
-    tokens. ``num_layers`` is the denoiser's block count when its config says (else None).
+    tokens. ``num_layers`` is the denoiser's block count when its config says (else None); ``denoiser_class`` the
+    class name of the denoiser that sees the clip, where known (methods check class-specific knobs against it).
     """
 
     num_frames: int
@@ -28,6 +29,7 @@ class ClipGeometry:
     temporal_patch: int
     spatial_factor: int  # pixels per token side: the VAE's spatial compression times the spatial patch
     num_layers: int | None = None
+    denoiser_class: str | None = None
 
     @property
     def latent_frames(self) -> int:

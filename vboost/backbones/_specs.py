@@ -32,7 +32,9 @@ class BackboneSpec:
     """One backbone family: ``target`` (``"module:Class"``) is its adapter, imported only to build or load a model.
 
     ``tiny_denoiser`` is the denoiser config of the family's tiny random model (its ``tiny()`` builds from it), so its
-    geometry is known without building it.
+    geometry is known without building it. ``modular``: the pipeline is a diffusers ``ModularPipeline`` (its guider is
+    a component that guider methods replace); ``experts``: denoiser components beside the main one (Wan 2.2's
+    low-noise ``transformer_2``).
     """
 
     family: str
@@ -43,6 +45,13 @@ class BackboneSpec:
     tiny_denoiser: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Reads the denoiser's config from a weights directory (default: <denoiser_subfolder>/config.json).
     config_reader: Callable[[Path], dict[str, Any]] | None = None
+    modular: bool = False
+    experts: tuple[str, ...] = ()
+
+    @property
+    def denoisers(self) -> tuple[str, ...]:
+        """The pipeline components holding a denoiser, the main one first."""
+        return (self.denoiser_subfolder or "transformer", *self.experts)
 
     def load(self) -> type[Backbone]:
         """The adapter class (imports its module, and with it diffusers)."""
@@ -65,7 +74,8 @@ class BackboneSpec:
         """The clip's geometry for this family (the checkpoint's config when ``weights`` is given); raises
         ``ValueError`` naming the setting and the nearest valid values when the backbone cannot take the clip, and
         ``FileNotFoundError`` as :meth:`denoiser_config`."""
-        return self.rule.check(self.family, num_frames, height, width, self.denoiser_config(weights))
+        geometry = self.rule.check(self.family, num_frames, height, width, self.denoiser_config(weights))
+        return dataclasses.replace(geometry, denoiser_class=self.denoiser_class)
 
     @classmethod
     def of_class(cls, backbone: type[Backbone]) -> "BackboneSpec":
@@ -183,3 +193,21 @@ SPECS: dict[str, BackboneSpec] = {
         ),
     )
 }
+
+
+def _modular(family: str, target: str, like: str, **kwargs: Any) -> BackboneSpec:
+    """A diffusers modular pipeline of the same model as the family ``like``: its denoiser, clip geometry and tiny
+    model; its guider is a component that guider methods replace."""
+    plain = SPECS[like]
+    return BackboneSpec(family, target, plain.denoiser_class, rule=plain.rule, tiny_denoiser=plain.tiny_denoiser,
+                        modular=True, **kwargs)
+
+
+SPECS.update({
+    spec.family: spec
+    for spec in (
+        _modular("wan_modular", "vboost.backbones.wan_modular:WanModularBackbone", "wan"),
+        _modular("wan22_modular", "vboost.backbones.wan_modular:Wan22ModularBackbone", "wan", experts=("transformer_2",)),
+        _modular("ltx_modular", "vboost.backbones.ltx_modular:LTXModularBackbone", "ltx_video"),
+    )
+})

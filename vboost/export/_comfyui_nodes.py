@@ -1,4 +1,5 @@
-"""The ComfyUI nodes that expose Enhance-A-Video's and FreeInit's knobs, as read in their source: plain data.
+"""The ComfyUI nodes that expose vboost's methods' knobs (Enhance-A-Video, FreeInit, skip-layer guidance, CFG-Zero*),
+as read in their source: plain data.
 
 Each entry restates one node class's ``INPUT_TYPES`` (names, order, types, default/min/max/step, optional inputs)
 from the repository commit named beside it, with where the node's code uses each input, and one caveat saying in
@@ -69,6 +70,9 @@ _LTX_COMMIT = "aceeae9635f6d493f2893ba3c411a1c36031788a"
 _ADE = "Kosinkadink/ComfyUI-AnimateDiff-Evolved"
 _ADE_COMMIT = "d8d163cd90b1111f6227495e3467633676fbb346"
 _ADE_BIG = 2**53 - 1  # animatediff/utils_model.py BIGMAX (BIGMIN is its negative)
+_COMFY = "Comfy-Org/ComfyUI"
+_COMFY_COMMIT = "39c19fbab4f2edc58ecda199b1d27c77a1318b8b"
+_KJ_GUIDANCE_COMMIT = "02d530ab4b14d2d40974f769d7b0ae8c524ca11e"  # KJNodes' guidance nodes were read at this commit
 
 
 def _wrapper_weight(default: float) -> NodeInput:
@@ -270,10 +274,83 @@ ADE_FREE_INIT = NodeSource(
     ),
 )
 
+SKIP_LAYER_GUIDANCE_DIT = NodeSource(
+    class_name="SkipLayerGuidanceDiT",
+    display_name="SkipLayerGuidanceDiT",
+    package=_COMFY,
+    commit=_COMFY_COMMIT,
+    path="comfy_extras/nodes_slg.py",
+    inputs=(
+        NodeInput("model", "MODEL", "patched: a post-CFG function adds scale * (cond - cond with the blocks skipped)"),
+        NodeInput("double_layers", "STRING", "re.findall(r'\\d+'): indices of ('dit', 'double_block', i) replaced by identity",
+                  default="7, 8, 9"),
+        NodeInput("single_layers", "STRING", "re.findall(r'\\d+'): indices of ('dit', 'single_block', i) replaced by identity",
+                  default="7, 8, 9"),
+        NodeInput("scale", "FLOAT", "cfg_result + (cond_pred - slg) * scale, skipped when scale is 0",
+                  default=3.0, min=0.0, max=10.0, step=0.1),
+        NodeInput("start_percent", "FLOAT", "active iff percent_to_sigma(end_percent) < sigma <= percent_to_sigma(start_percent)",
+                  default=0.01, min=0.0, max=1.0, step=0.001),
+        NodeInput("end_percent", "FLOAT", "as start_percent", default=0.15, min=0.0, max=1.0, step=0.001),
+        NodeInput("rescaling_scale", "FLOAT", "inside the window: result *= rescaling_scale * std(cond) / std(result) + 1 - rescaling_scale",
+                  default=0.0, min=0.0, max=10.0, step=0.01),
+    ),
+    outputs=(("MODEL", "MODEL"),),
+    caveat=(
+        "Diffusers' skip-layer guidance with whole blocks skipped: the same third prediction (the conditional one with "
+        "the blocks replaced by identity, ComfyUI's Wan model honours ('double_block', i)) and the same "
+        "u + g (c - u) + s (c - c_skip), g being the sampler's cfg. Its window is in sigma: start_percent <= i / N < "
+        "end_percent for a flow model sampled with its own shift on ComfyUI's linear ('simple') schedule, which "
+        "vboost's exported percents turn into diffusers' strict window int(start N) < i < int(stop N). The clips are "
+        "not pixel-identical: ComfyUI's sampler and noise are its own."
+    ),
+)
+
+SKIP_LAYER_GUIDANCE_WAN_VIDEO = NodeSource(
+    class_name="SkipLayerGuidanceWanVideo",
+    display_name="SkipLayerGuidanceWanVideo",
+    package=_KJ,
+    commit=_KJ_GUIDANCE_COMMIT,
+    path="nodes/model_optimization_nodes.py",
+    inputs=(
+        NodeInput("model", "MODEL", "patched: ('dit', 'double_block', i) of the listed blocks"),
+        NodeInput("blocks", "STRING", "comma-separated block indices", default="10"),
+        NodeInput("start_percent", "FLOAT", "skips iff start_percent <= current_percent <= end_percent",
+                  default=0.2, min=0.0, max=1.0, step=0.001),
+        NodeInput("end_percent", "FLOAT", "as start_percent", default=1.0, min=0.0, max=1.0, step=0.001),
+    ),
+    outputs=(("MODEL", "MODEL"),),
+    caveat=(
+        "DIFFERENT QUANTITY (and deprecated): it skips the blocks in the unconditional prediction itself, "
+        "u_skip + g (c - u_skip), with no third prediction and no scale of its own; no skip-layer-guidance setting "
+        "translates into it, so none is exported: use SkipLayerGuidanceDiT."
+    ),
+)
+
+CFG_ZERO_STAR_AND_INIT = NodeSource(
+    class_name="CFGZeroStarAndInit",
+    display_name="CFGZeroStarAndInit",
+    package=_KJ,
+    commit=_KJ_GUIDANCE_COMMIT,
+    path="nodes/model_optimization_nodes.py",
+    inputs=(
+        NodeInput("model", "MODEL", "patched: set_model_sampler_cfg_function(cfg_zerostar)"),
+        NodeInput("use_zero_init", "BOOLEAN", "zero-init on or off", default=True),
+        NodeInput("zero_init_steps", "INT", "returns cond * 0 iff the step index <= zero_init_steps", default=0, min=0),
+    ),
+    outputs=(("MODEL", "MODEL"),),
+    caveat=(
+        "Diffusers' CFG-Zero*: the prediction is zero while the step index (found in the sampler's sigmas) is <= "
+        "zero_init_steps, so diffusers' zero_init_steps k is this node's k - 1 with use_zero_init on; then "
+        "alpha u + g (c - alpha u), alpha = <c, u> / (|u|^2 + 1e-8) per sample, g being the sampler's cfg (the node "
+        "computes alpha in the model's dtype, diffusers in float32). It has no step window and no rescaling."
+    ),
+)
+
 NODES: dict[str, NodeSource] = {
     node.class_name: node
     for node in (
         HY_VIDEO_ENHANCE, WAN_VIDEO_ENHANCE, COG_VIDEO_ENHANCE, WAN_VIDEO_ENHANCE_KJ, LTXV_ENHANCE_KJ,
-        LTX_FETA_ENHANCE, LTX_ATTN_OVERRIDE, ADE_FREE_INIT,
+        LTX_FETA_ENHANCE, LTX_ATTN_OVERRIDE, ADE_FREE_INIT, SKIP_LAYER_GUIDANCE_DIT, SKIP_LAYER_GUIDANCE_WAN_VIDEO,
+        CFG_ZERO_STAR_AND_INIT,
     )
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial
 
 from vboost.export._comfyui import comfyui_export, workflow_fragment
-from vboost.export._snippets import diffusers_native_snippet, vboost_snippet
+from vboost.export._snippets import diffusers_native, vboost_snippet
 from vboost.methods.preset import SETTING_FIELDS, ObjectiveValue, Preset
 from vboost.record import (
     ALTERNATIVES_DIR,
@@ -97,8 +97,9 @@ def export_study(
     """Export a finished sweep's decision (``vboost.record.decide``) to ``out`` (default ``<study dir>/export``).
 
     Writes ``recommended/`` when a setting is recommended and ``alternatives/trial_<n>/`` for every other candidate,
-    each with ``preset.yaml``, ``preset.json``, ``diffusers_vboost.py``, ``diffusers_native.py`` (FreeInit on
-    AnimateDiff), ``comfyui.json``, ``comfyui/<Node>.json`` (a ComfyUI workflow per node that takes the setting) and
+    each with ``preset.yaml``, ``preset.json``, ``diffusers_vboost.py``, ``diffusers_native.py`` (where the method has
+    a plain-diffusers form: FreeInit and FreeU on AnimateDiff, guiders on the modular pipelines, with the guiders'
+    ``guider/guider_config.json`` beside it), ``comfyui.json``, ``comfyui/<Node>.json`` (a ComfyUI workflow per node that takes the setting) and
     ``README.md``, plus ``README.md`` saying what is recommended, or that nothing is and why. A storage password never
     reaches a written file. Raises ``ValueError`` when the study has no completed trial.
     """
@@ -143,9 +144,12 @@ def _export_trial(run: StudyRun, decision: Decision, candidate: Candidate, statu
         "preset_json": _write(directory / "preset.json", preset.to_json(), scrub),
         "diffusers_vboost": _write(directory / "diffusers_vboost.py", vboost_snippet(preset, method), scrub),
     }
-    native = diffusers_native_snippet(preset)
+    native = diffusers_native(preset, method)
     if native is not None:
-        files["diffusers_native"] = _write(directory / "diffusers_native.py", native, scrub)
+        script, native_files = native
+        files["diffusers_native"] = _write(directory / "diffusers_native.py", script, scrub)
+        for name, text in native_files.items():  # e.g. a guider's guider_config.json, which the script loads
+            files[f"native:{name}"] = _write(directory / name, text, scrub)
     comfy = comfyui_export(preset)
     files["comfyui"] = _write(directory / "comfyui.json", json.dumps(comfy.to_dict(), indent=2) + "\n", scrub)
     for node in comfy.nodes:
@@ -204,7 +208,9 @@ def _trial_readme(
         "size, frames, steps, guidance, dtype and fps; `--help` for other prompts or settings).",
     ]
     if "diffusers_native" in files:
-        lines.append("- `diffusers_native.py` does the same with plain diffusers (`pipe.enable_free_init`).")
+        lines.append("- `diffusers_native.py` does the same with plain diffusers (no vboost needed).")
+    lines += [f"- `{name.split(':', 1)[1]}`: read by `diffusers_native.py` (diffusers' own `save_pretrained` format)"
+              for name in files if name.startswith("native:")]
     lines += ["", "## ComfyUI"]
     for node in comfy["nodes"]:
         if node["exported"]:

@@ -2,14 +2,16 @@
 
 Run with only the pipeline directory, each script generates the tuning prompts x seeds at the tuned setting: the
 same frames the sweep generated, on the same device. ``diffusers_vboost.py`` goes through the backbone adapter the
-sweep used (its prompt embeddings, CPU generator and uint8 rounding); ``diffusers_native.py`` (FreeInit on
-AnimateDiff) restates that call in plain diffusers. ``docs/presets.md`` describes both.
+sweep used (its prompt embeddings, CPU generator and uint8 rounding); ``diffusers_native.py`` restates that call in
+plain diffusers where the method says how to set it there (its ``diffusers_code`` hook: FreeInit and FreeU on
+AnimateDiff, guiders on the modular pipelines). ``docs/presets.md`` describes both.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from vboost.backbones import backbone_spec, get_backbone_class
 from vboost.methods.base import Method
 from vboost.methods.preset import Preset
 
@@ -56,7 +58,7 @@ import numpy as np
 import torch
 
 from vboost.backbones import GenerationDefaults, get_backbone_class
-from vboost.methods import {method_class}
+{imports}
 from vboost.sweep.artifacts import write_mp4
 
 BACKBONE = {backbone!r}
@@ -86,38 +88,25 @@ if __name__ == "__main__":
     main()
 '''
 
+# A plain-diffusers script: the pipeline's own loading and call ({load}, {generate}), then the method's code.
 _NATIVE_SCRIPT = '''{header}
 import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AnimateDiffPipeline
+from diffusers import {pipeline_imports}
 from diffusers.utils import export_to_video
-
-FREE_INIT = {free_init!r}  # pipe.enable_free_init's arguments
+{imports}
+HERE = Path(__file__).resolve().parent
 {setting_block}
-
-def generate(pipe, prompt, seed, args):
-    """One clip as uint8 [T, H, W, 3], called as vboost's sweep calls the pipeline."""
-    do_cfg = args.guidance > 1
-    embeds, negative = pipe.encode_prompt(prompt, pipe._execution_device, 1, do_cfg, negative_prompt=None)
-    output = pipe(
-        prompt_embeds=embeds, negative_prompt_embeds=negative, num_frames=args.num_frames, height=args.height,
-        width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
-        generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
-    )
-    return (np.asarray(output.frames[0]) * 255).round().astype(np.uint8)
-
+{generate}
 
 def main(argv=None):
     args = parse_args(argv, __doc__.splitlines()[0])
-    pipe = AnimateDiffPipeline.from_pretrained(
-        args.pipeline, torch_dtype=getattr(torch, args.dtype), use_safetensors=True, local_files_only=True
-    )
-    pipe.to(args.device)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.enable_free_init(**FREE_INIT)
+{load}
+    # The tuned method, as plain diffusers sets it.
+{apply}
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for index, prompt in enumerate(args.prompt):
@@ -134,6 +123,45 @@ if __name__ == "__main__":
     main()
 '''
 
+_ANIMATEDIFF_GENERATE = '''
+def generate(pipe, prompt, seed, args):
+    """One clip as uint8 [T, H, W, 3], called as vboost's sweep calls the pipeline."""
+    do_cfg = args.guidance > 1
+    embeds, negative = pipe.encode_prompt(prompt, pipe._execution_device, 1, do_cfg, negative_prompt=None)
+    output = pipe(
+        prompt_embeds=embeds, negative_prompt_embeds=negative, num_frames=args.num_frames, height=args.height,
+        width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
+        generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
+    )
+    return (np.asarray(output.frames[0]) * 255).round().astype(np.uint8)
+'''
+
+_ANIMATEDIFF_LOAD = '''    pipe = AnimateDiffPipeline.from_pretrained(
+        args.pipeline, torch_dtype=getattr(torch, args.dtype), use_safetensors=True, local_files_only=True
+    )
+    pipe.to(args.device)
+    pipe.set_progress_bar_config(disable=True)'''
+
+_MODULAR_GENERATE = '''
+def generate(pipe, prompt, seed, args):
+    """One clip as uint8 [T, H, W, 3]: the pipeline's own blocks, from the prompt (the empty negative prompt)."""
+    videos = pipe(
+        prompt=prompt, num_frames=args.num_frames, height=args.height, width=args.width,
+        num_inference_steps=args.steps, generator=torch.Generator("cpu").manual_seed(seed),
+        output="videos", output_type="np",
+    )
+    return (np.clip(videos[0], 0.0, 1.0) * 255).round().astype(np.uint8)
+'''
+
+_MODULAR_LOAD = '''    pipe = {pipeline_class}(pretrained_model_name_or_path=args.pipeline, local_files_only=True)
+    pipe.load_components(torch_dtype=getattr(torch, args.dtype), local_files_only=True)
+    pipe.to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    # The untouched model's guiders (guider component: scale; --guidance for the first), which a guider method replaces.
+    base_guiders = {base_guiders!r}
+    pipe.update_components(**{{name: ClassifierFreeGuidance(guidance_scale=args.guidance if name == "guider" else scale)
+                               for name, scale in base_guiders.items()}})'''
+
 
 def vboost_snippet(preset: Preset, method: Method) -> str:
     """``diffusers_vboost.py``: ``method`` (built from ``preset``) attached through vboost's backbone adapter.
@@ -143,30 +171,62 @@ def vboost_snippet(preset: Preset, method: Method) -> str:
     """
     if preset.backbone is None:
         raise ValueError("a script needs the preset's backbone family, which this preset does not record")
-    args = ", ".join(f"{key}={value!r}" for key, value in preset.params.items())
-    method_class = type(method).__name__
+    constructor, imports = method.code()
     return _VBOOST_SCRIPT.format(
         header=_header(preset, "with vboost", "diffusers_vboost.py"),
-        method_class=method_class,
+        imports="\n".join(imports),
         backbone=preset.backbone,
-        constructor=f"{method_class}({args})",
+        constructor=constructor,
         setting_block=_setting_block(preset),
     )
+
+
+def diffusers_native(preset: Preset, method: Method) -> tuple[str, dict[str, str]] | None:
+    """``diffusers_native.py`` and the files it reads (path relative to the script -> text), generating the same
+    clips with plain diffusers; ``None`` when the method has no plain-diffusers form (its ``diffusers_code``) or the
+    backbone no plain-diffusers script.
+
+    The scripts: AnimateDiff text-to-video (FreeInit, FreeU; SparseCtrl clips depend on vboost's conditioning image,
+    so they have none) and the modular pipelines (guiders, loaded from the ``guider_config.json`` files beside it).
+    """
+    code = None if preset.backbone is None else method.diffusers_code(preset)
+    if code is None:
+        return None
+    if preset.backbone == "animatediff":
+        pipeline_imports, generate, load = "AnimateDiffPipeline", _ANIMATEDIFF_GENERATE, _ANIMATEDIFF_LOAD
+    elif backbone_spec(preset.backbone).modular:
+        pipeline_class = get_backbone_class(preset.backbone).pipeline_class.__name__
+        pipeline_imports, generate = f"ClassifierFreeGuidance, {pipeline_class}", _MODULAR_GENERATE
+        load = _MODULAR_LOAD.format(pipeline_class=pipeline_class, base_guiders=_base_guiders(preset))
+    else:
+        return None
+    script = _NATIVE_SCRIPT.format(
+        header=_header(preset, "with plain diffusers (no vboost needed)", "diffusers_native.py"),
+        pipeline_imports=pipeline_imports,
+        imports="\n".join(code.imports),
+        generate=generate,
+        load=load,
+        apply="\n".join(f"    {line}" for line in code.apply),
+        setting_block=_setting_block(preset),
+    )
+    return script, dict(code.files)
 
 
 def diffusers_native_snippet(preset: Preset) -> str | None:
-    """``diffusers_native.py``: the same clips with plain diffusers, or ``None`` when diffusers has no equivalent.
+    """The text of ``diffusers_native.py`` for ``preset`` (see :func:`diffusers_native`), or ``None``."""
+    native = diffusers_native(preset, preset.build())
+    return None if native is None else native[0]
 
-    Only FreeInit on AnimateDiff text-to-video has one (``pipe.enable_free_init``, whose arguments vboost's FreeInit
-    knobs mirror); SparseCtrl clips depend on vboost's conditioning image, so they have none.
-    """
-    if preset.method != "free_init" or preset.backbone != "animatediff":
-        return None
-    return _NATIVE_SCRIPT.format(
-        header=_header(preset, "with plain diffusers (no vboost needed)", "diffusers_native.py"),
-        free_init=dict(preset.params),
-        setting_block=_setting_block(preset),
-    )
+
+def _base_guiders(preset: Preset) -> dict[str, float]:
+    """The untouched model's guider scales per guider component, as the backbone adapter sets them."""
+    from vboost.methods.guiders import guider_component
+
+    adapter = get_backbone_class(preset.backbone)
+    return {
+        guider_component(name): adapter.base_guidance(guider_component(name), preset.guidance)
+        for name in backbone_spec(preset.backbone).denoisers
+    }
 
 
 def _setting_block(preset: Preset) -> str:

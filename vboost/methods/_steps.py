@@ -1,9 +1,11 @@
-"""Which denoising step a pipeline is on, read from its scheduler."""
+"""Which denoising step a pipeline is on, read from its scheduler: one tracker per scheduler, shared by every method
+attached to the pipeline."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -32,31 +34,70 @@ class StepTracker:
             return True
         return self.step_index < round(fraction * self.num_steps)
 
-    def track_pipeline(self, pipe: Any) -> Callable[[], None]:
-        """Wrap ``pipe.scheduler``'s ``set_timesteps`` and ``step``; returns the callable that unwraps them."""
-        scheduler = pipe.scheduler
-        set_timesteps, step = scheduler.set_timesteps, scheduler.step
 
-        # functools.wraps keeps the signatures: pipelines inspect set_timesteps for "sigmas"/"timesteps".
-        @functools.wraps(set_timesteps)
-        def tracked_set_timesteps(*args: Any, **kwargs: Any) -> Any:
-            out = set_timesteps(*args, **kwargs)
-            self.num_steps, self.step_index = len(scheduler.timesteps), 0
-            return out
+@dataclasses.dataclass
+class _Tracked:
+    tracker: StepTracker
+    users: int
+    untrack: Callable[[], None]
 
-        @functools.wraps(step)
-        def tracked_step(*args: Any, **kwargs: Any) -> Any:
-            out = step(*args, **kwargs)
-            if self.step_index is not None:
-                self.step_index += 1
-            return out
 
-        scheduler.set_timesteps, scheduler.step = tracked_set_timesteps, tracked_step
+# Scheduler -> its tracker and how many attached methods use it. Weak keys: a dropped pipeline takes its entry along.
+_TRACKED: "weakref.WeakKeyDictionary[Any, _Tracked]" = weakref.WeakKeyDictionary()
 
-        def untrack() -> None:
-            # Instance attributes shadow the class methods; deleting them restores the originals.
-            for name in ("set_timesteps", "step"):
-                scheduler.__dict__.pop(name, None)
-            self.step_index = self.num_steps = None
 
-        return untrack
+def shared_tracker(pipe: Any) -> tuple[StepTracker, Callable[[], None]]:
+    """The step tracker of ``pipe.scheduler`` and the callable that releases it.
+
+    The first user wraps the scheduler's ``set_timesteps`` and ``step``; later users share that tracker, so methods
+    stacked on one pipeline see the same step whichever detaches first; the last release unwraps the scheduler.
+    Releasing twice is a no-op.
+    """
+    scheduler = pipe.scheduler
+    entry = _TRACKED.get(scheduler)
+    if entry is None:
+        tracker = StepTracker()
+        entry = _TRACKED[scheduler] = _Tracked(tracker, 0, _wrap(scheduler, tracker))
+    entry.users += 1
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if released:
+            return
+        released = True
+        entry.users -= 1
+        if entry.users == 0:
+            entry.untrack()
+            _TRACKED.pop(scheduler, None)
+
+    return entry.tracker, release
+
+
+def _wrap(scheduler: Any, tracker: StepTracker) -> Callable[[], None]:
+    """Wrap ``scheduler``'s ``set_timesteps`` and ``step`` to drive ``tracker``; returns the callable that unwraps."""
+    set_timesteps, step = scheduler.set_timesteps, scheduler.step
+
+    # functools.wraps keeps the signatures: pipelines inspect set_timesteps for "sigmas"/"timesteps".
+    @functools.wraps(set_timesteps)
+    def tracked_set_timesteps(*args: Any, **kwargs: Any) -> Any:
+        out = set_timesteps(*args, **kwargs)
+        tracker.num_steps, tracker.step_index = len(scheduler.timesteps), 0
+        return out
+
+    @functools.wraps(step)
+    def tracked_step(*args: Any, **kwargs: Any) -> Any:
+        out = step(*args, **kwargs)
+        if tracker.step_index is not None:
+            tracker.step_index += 1
+        return out
+
+    scheduler.set_timesteps, scheduler.step = tracked_set_timesteps, tracked_step
+
+    def untrack() -> None:
+        # Instance attributes shadow the class methods; deleting them restores the originals.
+        for name in ("set_timesteps", "step"):
+            scheduler.__dict__.pop(name, None)
+        tracker.step_index = tracker.num_steps = None
+
+    return untrack

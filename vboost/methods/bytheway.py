@@ -133,20 +133,20 @@ class ByTheWay(Method):
             high_band(sample.shape[layout.frame_axis], self.tau)
 
         hook = denoiser.register_forward_pre_hook(check_tau, with_kwargs=True)
-        handle._undo.append(hook.remove)
+        handle.on_detach(hook.remove)
         by_temporal_module: dict[str, list[ByTheWayProcessor]] = {}
         for site in sites:
             original = site.attn.processor
             processor = ByTheWayProcessor(original, site.name, site.anchor_key, site.stage == _ANCHOR_STAGE, state)
             by_temporal_module.setdefault(site.temporal_module, []).append(processor)
             site.attn.set_processor(processor)
-            handle._undo.append(lambda attn=site.attn, original=original: attn.set_processor(original))
+            handle.on_detach(lambda attn=site.attn, original=original: attn.set_processor(original))
         for temporal_module, processors in by_temporal_module.items():
             hook = denoiser.get_submodule(temporal_module).register_forward_pre_hook(
                 _spatial_size_hook(processors), with_kwargs=True
             )
-            handle._undo.append(hook.remove)
-        handle._undo.append(state.anchors.clear)
+            handle.on_detach(hook.remove)
+        handle.on_detach(state.anchors.clear)
 
 
 @dataclasses.dataclass

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from vboost.methods.base import Method, MethodHandle, UnsupportedModelError
+from vboost.methods.base import DiffusersCode, Method, MethodHandle, UnsupportedModelError
+
+if TYPE_CHECKING:
+    from vboost.export._comfyui import ComfyExport
+    from vboost.methods.preset import Preset
 
 _FILTERS = ("butterworth", "gaussian", "ideal")
 
@@ -61,7 +65,41 @@ class FreeInit(Method):
             else:
                 target.enable_free_init(**previous)
 
-        handle._undo.append(restore)
+        handle.on_detach(restore)
+
+    def diffusers_code(self, setting: "Preset") -> DiffusersCode:
+        """``pipe.enable_free_init(...)`` with these knobs."""
+        return DiffusersCode(apply=(f"pipe.enable_free_init(**{self.params()!r})",))
+
+    def comfyui(self, setting: "Preset") -> "ComfyExport":
+        """AnimateDiff-Evolved's FreeInit iteration options, which compute diffusers' FreeInit up to 2 iterations."""
+        from vboost.export._comfyui import INSTEAD, ComfyExport, checked_values, not_exported
+        from vboost.export._comfyui_nodes import ADE_FREE_INIT
+
+        if self.num_iters > 2:
+            return ComfyExport([not_exported(
+                ADE_FREE_INIT,
+                f"not exported: {self.num_iters} iterations, and from the third pass on this node re-noises from "
+                f"another noise than diffusers' FreeInit; {INSTEAD}",
+            )], [])
+        if self.use_fast_sampling:
+            return ComfyExport([not_exported(
+                ADE_FREE_INIT,
+                "not exported: tuned with use_fast_sampling (fewer steps in the early passes), which this node cannot "
+                f"do; {INSTEAD}",
+            )], [])
+        wanted = {
+            "iterations": self.num_iters,
+            "filter": self.method,
+            "d_s": self.spatial_stop_frequency,
+            "d_t": self.temporal_stop_frequency,
+            "n_butterworth": self.order,
+            # diffusers re-noises at the last training timestep and leaves the first pass alone.
+            "sigma_step": 999,
+            "apply_to_1st_iter": False,
+            "init_type": "FreeInit [model sigma]",
+        }
+        return ComfyExport([checked_values(ADE_FREE_INIT, wanted, [ADE_FREE_INIT.caveat])], [])
 
 
 def _free_init_settings(pipe: Any) -> dict[str, Any] | None:

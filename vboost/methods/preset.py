@@ -173,27 +173,14 @@ class Preset:
         """The method this preset describes, equal (dataclass equality) to the one it was made from.
 
         Raises ``KeyError`` naming the known methods for an unknown name, ``ValueError`` naming the bad
-        parameters when they are not the method's knobs, a required knob is missing, or the method rejects a value.
+        parameters when they are not the method's knobs, a required knob is missing, or the method rejects a value
+        (the method's :meth:`~vboost.methods.Method.from_params` decides).
         """
         try:
             cls = METHODS[self.method]
         except KeyError:
             raise KeyError(f"unknown method {self.method!r} in preset; known: {', '.join(sorted(METHODS))}") from None
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(self.params) - set(fields))
-        if unknown:
-            raise ValueError(f"{unknown} are not parameters of {self.method!r}; its parameters: {sorted(fields)}")
-        required = [
-            name for name, f in fields.items()
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in self.params
-        ]
-        if required:
-            raise ValueError(f"preset for {self.method!r} is missing required parameters {required}")
-        kwargs = {name: _restore_tuples(value, fields[name]) for name, value in self.params.items()}
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"bad parameters {self.params!r} for {self.method!r}: {err}") from err
+        return cls.from_params(self.params)
 
 
 def _is_number(value: Any, *, positive: bool = False) -> bool:
@@ -208,14 +195,6 @@ def _plain(value: Any) -> Any:
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
-    return value
-
-
-def _restore_tuples(value: Any, field: dataclasses.Field) -> Any:
-    # A knob declared as a tuple comes back from YAML/JSON as a list; without this the rebuilt method
-    # would compare unequal to the original.
-    if isinstance(value, list) and "tuple" in str(field.type):
-        return tuple(_restore_tuples(item, field) if isinstance(item, list) else item for item in value)
     return value
 
 

@@ -43,12 +43,17 @@ class MethodConfig:
     (end-exclusive, as in Hydra), ``choice(a,b,...)``, wrapped in ``tag(log, ...)`` for a log scale and/or
     ``tag(per_frame, ...)`` to search the knob divided by the latent frame count F (the sampled value times F is
     what the method gets). ``paper_defaults`` maps a backbone family to the knobs its paper publishes.
+
+    ``name: combined`` with ``members`` (method configs by member key, composed from this group) searches several
+    methods at once; a member's ``component`` names the one pipeline denoiser it enters (``vboost.sweep.method_config``).
     """
 
     name: str = MISSING
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     search_space: dict[str, str] = dataclasses.field(default_factory=dict)
     paper_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    members: dict[str, Any] = dataclasses.field(default_factory=dict)
+    component: Optional[str] = None
 
 
 @dataclasses.dataclass

@@ -23,7 +23,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from vboost.sweep.errors import ConfigError
 
 PER_FRAME = "per_frame"
-_KNOWN_TAGS = {"log", PER_FRAME}
+DEPTH = "depth"
+_KNOWN_TAGS = {"log", PER_FRAME, DEPTH}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +79,10 @@ class SearchSpace:
         return {p.knob for p in self.params}
 
 
-def parse_search_space(space: Mapping[str, str], latent_frames: int) -> SearchSpace:
-    """Parse ``{knob: expression}``; raises :class:`ConfigError` naming the knob and expression when it is not a
-    search range, is empty or inverted, or asks for a log scale Optuna cannot sample."""
+def parse_search_space(space: Mapping[str, str], latent_frames: int, num_layers: int | None = None) -> SearchSpace:
+    """Parse ``{knob: expression}`` (``num_layers``: the denoiser's depth, for ``tag(depth, ...)``); raises
+    :class:`ConfigError` naming the knob and expression when it is not a search range, is empty or inverted, asks for
+    a log scale Optuna cannot sample, or searches a depth that is not known."""
     parser = OverridesParser.create()
     params = []
     for knob, expression in space.items():
@@ -88,17 +90,19 @@ def parse_search_space(space: Mapping[str, str], latent_frames: int) -> SearchSp
             sweep = parser.parse_override(f"{knob}={expression}").value()
         except HydraException as err:
             raise ConfigError(f"search space {knob}={expression!r}: {_first_line(err)}") from None
-        params.append(_search_param(knob, expression, sweep))
+        params.append(_search_param(knob, expression, sweep, num_layers))
     return SearchSpace(tuple(params), latent_frames)
 
 
-def _search_param(knob: str, expression: str, sweep: Any) -> SearchParam:
+def _search_param(knob: str, expression: str, sweep: Any, num_layers: int | None) -> SearchParam:
     where = f"search space {knob}={expression!r}"
     if not isinstance(sweep, (IntervalSweep, RangeSweep, ChoiceSweep)):
         raise ConfigError(f"{where} is not a search range; use interval(), range() or choice(), or put a fixed value in method.params")
     unknown = set(sweep.tags) - _KNOWN_TAGS
     if unknown:
         raise ConfigError(f"{where}: unknown tag {sorted(unknown)[0]!r}; known: {sorted(_KNOWN_TAGS)}")
+    if DEPTH in sweep.tags:
+        return SearchParam(knob, _depth_distribution(where, sweep, num_layers))
     log = "log" in sweep.tags
     try:
         if isinstance(sweep, IntervalSweep):
@@ -131,6 +135,22 @@ def _range_distribution(where: str, sweep: RangeSweep, log: bool) -> BaseDistrib
     if all(isinstance(x, int) for x in (start, stop, step)):
         return IntDistribution(start, start + (count - 1) * step, log=log, step=step)
     return FloatDistribution(start, start + (count - 1) * step, log=log, step=step)
+
+
+def _depth_distribution(where: str, sweep: Any, num_layers: int | None) -> IntDistribution:
+    """The block indices ``i`` with ``start <= i / L < end`` (``<= 1`` when ``end`` is 1) for depth ``L``."""
+    if not isinstance(sweep, IntervalSweep) or set(sweep.tags) != {DEPTH}:
+        raise ConfigError(f"{where}: tag(depth, ...) takes one interval(a, b) of relative depth, 0 <= a < b <= 1")
+    if num_layers is None:
+        raise ConfigError(f"{where}: the denoiser's depth is not known for this backbone; search explicit indices with range()")
+    start, end = sweep.start, sweep.end
+    if not 0.0 <= start < end <= 1.0:
+        raise ConfigError(f"{where}: the relative depth needs 0 <= a < b <= 1")
+    low = math.ceil(start * num_layers)
+    high = num_layers - 1 if end == 1.0 else math.ceil(end * num_layers) - 1
+    if high < low:
+        raise ConfigError(f"{where} holds no block index of the denoiser's {num_layers} blocks")
+    return IntDistribution(low, high)
 
 
 def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:

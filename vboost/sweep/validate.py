@@ -11,13 +11,14 @@ from typing import Any
 import optuna
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from vboost.geometry import ClipGeometry
 from vboost.record import ALTERNATIVES_DIR, RECOMMENDED_DIR, STUDY_DB, ConstraintSpec, DecisionSettings, Role, clip_set_id
 from vboost.sweep.errors import ConfigError, IncompatibleError
 from vboost.sweep.loggers import LOGGERS
+from vboost.sweep.method_config import MethodSetting, method_setting
 from vboost.sweep.space import SearchSpace, parse_search_space
 
 _DTYPES = ("float32", "float16", "bfloat16")
@@ -103,21 +104,20 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
     from vboost.methods import METHODS
 
     backbone = cfg.backbone
-    family, method_name = backbone.family, cfg.method.name
+    family = backbone.family
+    method = method_setting(cfg.method)  # a combination's knobs, spaces and published settings namespaced by member
     if family not in BACKBONES:
         raise ConfigError(f"backbone.family={family!r} is not a known backbone; known: {', '.join(sorted(BACKBONES))}")
-    if method_name not in METHODS:
-        raise ConfigError(f"method.name={method_name!r} is not a known method; known: {', '.join(sorted(METHODS))}")
+    for key, name in {"method.name": method.name, **{f"method.members.{k}.name": n for k, n in method.members.items()}}.items():
+        if name not in METHODS:
+            raise ConfigError(f"{key}={name!r} is not a known method; known: {', '.join(sorted(METHODS))}")
+    method_name = method.name
     spec, method_cls = backbone_spec(family), METHODS[method_name]
-    if not method_cls.supports(spec.denoiser_class):
-        raise IncompatibleError(
-            f"method {method_name!r} does not support backbone {family!r} ({spec.denoiser_class}); "
-            f"it supports {', '.join(method_cls.supported_denoisers)}"
-        )
+    _check_compatible(spec, method, METHODS)
     _check_backbone(backbone)
     geometry = _clip_geometry(spec, backbone)
-    space = parse_search_space(cfg.method.search_space, geometry.latent_frames)
-    fixed = OmegaConf.to_container(cfg.method.params, resolve=True)
+    space = parse_search_space(method.search_space, geometry.latent_frames, geometry.num_layers)
+    fixed = method.params
     overlap = sorted(space.knobs & set(fixed))
     if overlap:
         raise ConfigError(f"method {method_name!r}: {overlap[0]!r} is both in method.params and method.search_space")
@@ -125,11 +125,11 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
         _check_domain(method_cls, {**fixed, **knobs}, geometry, "method.search_space")
     references = [Reference(Role.BASELINE, str(Role.BASELINE), None)]
     notes = []
-    paper = cfg.method.paper_defaults.get(family)
+    paper = method.paper_defaults.get(family)
     if paper is None:
         notes.append(f"no paper trial: method.paper_defaults has no entry for {family!r}")
     else:
-        knobs = {**fixed, **OmegaConf.to_container(paper, resolve=True)}
+        knobs = {**fixed, **paper}
         try:
             # A published setting may not exist at this clip length (ByTheWay's tau 7 needs 16 frames): skip, say so.
             _check_domain(method_cls, knobs, geometry, f"paper defaults for {family!r}")
@@ -227,6 +227,19 @@ def check_storage_url(url: str) -> None:
         extra = ' (pip install -e ".[postgres]")' if dialect.name == "postgresql" else ""
         raise ConfigError(f"study.storage={mask_url(url)!r} needs the {dialect.driver} driver, which is not installed: "
                           f"{err}{extra}") from None
+
+
+def _check_compatible(spec: Any, method: MethodSetting, methods: dict[str, type]) -> None:
+    """Raise :class:`IncompatibleError` saying why the method (or a member of a combination) cannot run on the
+    backbone family ``spec``."""
+    from vboost.methods import UnsupportedModelError
+
+    checked = {f"member {k!r} ({n})": n for k, n in method.members.items()} or {f"method {method.name!r}": method.name}
+    for what, name in checked.items():
+        try:
+            methods[name].check_backbone(spec)
+        except UnsupportedModelError as err:
+            raise IncompatibleError(f"{what} does not support backbone {spec.family!r} ({spec.denoiser_class}): {err}") from None
 
 
 def _check_backbone(backbone: DictConfig) -> None:

@@ -14,13 +14,17 @@ import importlib
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from vboost.geometry import ClipGeometry
 from vboost.methods.base import Method, MethodHandle, UnsupportedModelError
 from vboost.methods.enhance_a_video._processor import Family, FetaProcessor, FetaState
+
+if TYPE_CHECKING:
+    from vboost.export._comfyui import ComfyExport
+    from vboost.methods.preset import Preset
 
 # Denoiser class name -> the module of this package defining its Family, and the Family's name there. They import the
 # diffusers processors they reimplement, so they are imported when the method attaches, not when a config is checked.
@@ -94,11 +98,17 @@ class EnhanceAVideo(Method):
             state.num_frames = family.latent_frames(module, args, kwargs)
 
         hook = denoiser.register_forward_pre_hook(capture_frames, with_kwargs=True)
-        handle._undo.append(hook.remove)
+        handle.on_detach(hook.remove)
         for name, module in sites:
             original = module.processor
             module.set_processor(family.feta_processor(original, name, state))
-            handle._undo.append(lambda module=module, original=original: module.set_processor(original))
+            handle.on_detach(lambda module=module, original=original: module.set_processor(original))
+
+    def comfyui(self, setting: "Preset") -> "ComfyExport":
+        """The nodes that compute this score on ``setting``'s backbone (``_comfyui``; docs/comfyui.md)."""
+        from vboost.methods.enhance_a_video._comfyui import enhance_a_video_nodes
+
+        return enhance_a_video_nodes(setting, self.params())
 
     def _select(self, sites: list[tuple[str, torch.nn.Module]]) -> list[tuple[str, torch.nn.Module]]:
         if self.layers is None:
