@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +12,7 @@ from transformers import AutoTokenizer, T5EncoderModel
 
 from vboost.backbones._dit import tiny_t5_text_stack
 from vboost.backbones._specs import SPECS
-from vboost.backbones.base import Backbone, GenerationDefaults, Video
+from vboost.backbones.base import BatchedBackbone, GenerationDefaults, Video, check_batch
 from vboost.backbones.opensora._checkpoint import load_stdit3, load_vae, save_stdit3, save_vae
 from vboost.backbones.opensora._pipeline import OpenSoraPipeline, to_uint8_frames
 from vboost.backbones.opensora._rflow import RFlowScheduler
@@ -31,7 +32,7 @@ _RELEASE_SHIFT = (-0.10, 0.34, 0.27, 0.98)
 _RELEASE_SCALE = (3.85, 2.32, 2.33, 3.06)
 
 
-class OpenSoraBackbone(Backbone):
+class OpenSoraBackbone(BatchedBackbone):
     """Open-Sora v1.2 text to video: STDiT3 (spatial and temporal blocks), T5-XXL, the two-stage VAE, RFLOW.
 
     Weights: a directory holding the three released downloads as ``transformer/`` (hpcai-tech/OpenSora-STDiT-v3),
@@ -132,10 +133,10 @@ class OpenSoraBackbone(Backbone):
             return prompt
         return f"{prompt} aesthetic score: {self.aesthetic_score:.1f}."
 
-    def generate(
+    def generate_batch(
         self,
-        prompt: str,
-        seed: int,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
         *,
         num_frames: int | None = None,
         height: int | None = None,
@@ -143,31 +144,36 @@ class OpenSoraBackbone(Backbone):
         steps: int | None = None,
         guidance: float | None = None,
         **kwargs: Any,
-    ) -> Video:
-        """One clip; raises ``ValueError`` naming the value when the model cannot take the clip's size, or the step
-        count is not positive."""
+    ) -> list[Video]:
+        """One clip per ``(prompts[i], seeds[i])`` in one pipeline call (see :meth:`Backbone.generate_batch`);
+        raises ``ValueError`` naming the value when the model cannot take the clip's size, or the step count is not
+        positive."""
+        check_batch(prompts, seeds)
         d = self.defaults
         num_frames = d.num_frames if num_frames is None else num_frames
         height = d.height if height is None else height
         width = d.width if width is None else width
         self.check_clip(num_frames, height, width)
-        text = self.prompt_text(prompt)
-        if text not in self._prompt_cache:
-            self._prompt_cache[text] = self.pipe.encode_prompt(text)
-        embeds, mask = self._prompt_cache[text]
+        encoded = [self._encoded(prompt) for prompt in prompts]
         video = self.pipe(
-            embeds,
-            mask,
+            torch.cat([embeds for embeds, _ in encoded]),
+            torch.cat([mask for _, mask in encoded]),
             num_frames=num_frames,
             height=height,
             width=width,
             num_inference_steps=d.steps if steps is None else steps,
             guidance_scale=d.guidance if guidance is None else guidance,
             fps=d.fps,
-            generator=self._generator(seed),
+            generator=self._generators(seeds),
             **kwargs,
         )
-        return Video(frames=to_uint8_frames(video[0]), fps=d.fps)
+        return [Video(frames=to_uint8_frames(clip), fps=d.fps) for clip in video]
+
+    def _encoded(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        text = self.prompt_text(prompt)
+        if text not in self._prompt_cache:
+            self._prompt_cache[text] = self.pipe.encode_prompt(text)
+        return self._prompt_cache[text]
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write the three components in the released layout :meth:`from_pretrained` reads."""
