@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -71,10 +71,11 @@ class AnimateDiffBackbone(BatchedBackbone):
         *,
         torch_dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
+        component_dtypes: Mapping[str, torch.dtype] | None = None,
         **load_kwargs: Any,
     ) -> "AnimateDiffBackbone":
         """Load a local pipeline directory; ``motion_adapter`` (and for SparseCtrl ``controlnet``) may name
-        separate local component directories.
+        separate local component directories. ``component_dtypes`` as in :meth:`Backbone.from_pretrained`.
 
         Raises ``FileNotFoundError`` naming a missing directory, and ``ValueError`` when ``path`` is a bare
         Stable Diffusion base and no motion adapter is given (diffusers would silently add random motion modules).
@@ -92,9 +93,12 @@ class AnimateDiffBackbone(BatchedBackbone):
                 raise ValueError(f"{str(path)!r} is a Stable Diffusion base without motion modules; pass motion_adapter=<directory>")
             for name, component_dir in component_dirs.items():
                 load_kwargs[name] = cls.separate_components[name].from_pretrained(
-                    component_dir, torch_dtype=torch_dtype, use_safetensors=True, local_files_only=True
+                    component_dir, torch_dtype=(component_dtypes or {}).get(name, torch_dtype), use_safetensors=True,
+                    local_files_only=True,
                 )
-        backbone = super().from_pretrained(path, defaults, torch_dtype=torch_dtype, device=device, **load_kwargs)
+        backbone = super().from_pretrained(
+            path, defaults, torch_dtype=torch_dtype, device=device, component_dtypes=component_dtypes, **load_kwargs
+        )
         if "motion_adapter" in components:
             backbone.pipe.scheduler = DDIMScheduler.from_config(backbone.pipe.scheduler.config, **ANIMATEDIFF_SCHEDULER)
         return backbone

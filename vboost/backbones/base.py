@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -84,7 +84,9 @@ class Backbone(abc.ABC):
 
     @property
     def device(self) -> torch.device:
-        return self.denoiser.device
+        """Where the pipeline computes: the accelerator its offloading hooks load onto, else its denoiser's device."""
+        execution = getattr(self.pipe, "_execution_device", None)
+        return execution if isinstance(execution, torch.device) else self.denoiser.device
 
     @classmethod
     def from_pretrained(
@@ -94,17 +96,20 @@ class Backbone(abc.ABC):
         *,
         torch_dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
+        component_dtypes: Mapping[str, torch.dtype] | None = None,
         **load_kwargs: Any,
     ) -> "Backbone":
-        """Load the pipeline from a local diffusers directory (never from a hub).
+        """Load the pipeline from a local diffusers directory (never from a hub), each component in ``torch_dtype``
+        unless ``component_dtypes`` names its own (e.g. ``{"vae": torch.float32}``).
 
         Raises ``FileNotFoundError`` naming the path when it is not a diffusers pipeline directory.
         """
         path = Path(path).expanduser()
         if not (path / "model_index.json").is_file():
             raise FileNotFoundError(f"weights directory {str(path)!r} has no model_index.json (expected a local diffusers pipeline)")
+        dtypes = {"default": torch_dtype, **component_dtypes} if component_dtypes else torch_dtype
         pipe = cls.pipeline_class.from_pretrained(
-            path, torch_dtype=torch_dtype, use_safetensors=True, local_files_only=True, **load_kwargs
+            path, torch_dtype=dtypes, use_safetensors=True, local_files_only=True, **load_kwargs
         )
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)

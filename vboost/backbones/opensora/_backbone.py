@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,18 +68,21 @@ class OpenSoraBackbone(BatchedBackbone):
         device: str | torch.device = "cpu",
         text_encoder_dtype: torch.dtype | str = torch.float32,
         aesthetic_score: float | None = RELEASE_AESTHETIC_SCORE,
+        component_dtypes: Mapping[str, torch.dtype] | None = None,
     ) -> "OpenSoraBackbone":
         """Load the three released components from ``path`` (nothing is downloaded).
 
         The text encoder runs in ``text_encoder_dtype`` (a dtype or its name): float32 by default, as Open-Sora's
         inference runs T5 (about 19 GB for T5-XXL's encoder; bfloat16 halves it). Raises ``FileNotFoundError``
         naming a missing component directory or file, and ``ValueError`` naming a bad dtype or a checkpoint the
-        port does not match.
+        port does not match. ``component_dtypes`` gives ``transformer``, ``vae`` or ``text_encoder`` a dtype of
+        its own (the text encoder's wins over ``text_encoder_dtype``).
         """
         if isinstance(text_encoder_dtype, str):
             if not isinstance(getattr(torch, text_encoder_dtype, None), torch.dtype):
                 raise ValueError(f"text_encoder_dtype={text_encoder_dtype!r} is not a torch dtype name")
             text_encoder_dtype = getattr(torch, text_encoder_dtype)
+        dtypes = {"transformer": torch_dtype, "vae": torch_dtype, "text_encoder": text_encoder_dtype, **(component_dtypes or {})}
         path = Path(path).expanduser()
         for name, source in COMPONENTS.items():
             if not (path / name).is_dir():
@@ -89,13 +92,13 @@ class OpenSoraBackbone(BatchedBackbone):
                 )
         tokenizer = AutoTokenizer.from_pretrained(path / "text_encoder", local_files_only=True)
         text_encoder = T5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True).to(
-            text_encoder_dtype
+            dtypes["text_encoder"]
         )
         pipe = OpenSoraPipeline(
             tokenizer=tokenizer,
             text_encoder=text_encoder.eval(),
-            transformer=load_stdit3(path / "transformer", torch_dtype),
-            vae=load_vae(path / "vae", torch_dtype),
+            transformer=load_stdit3(path / "transformer", dtypes["transformer"]),
+            vae=load_vae(path / "vae", dtypes["vae"]),
             scheduler=RFlowScheduler(),
         )
         return cls(pipe.to(device), defaults, aesthetic_score=aesthetic_score)

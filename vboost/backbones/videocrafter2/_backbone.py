@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -96,22 +96,25 @@ class VideoCrafter2Backbone(BatchedBackbone):
         device: str | torch.device = "cpu",
         conditioning_fps: int = 28,
         ddim_eta: float = 1.0,
+        component_dtypes: Mapping[str, torch.dtype] | None = None,
     ) -> "VideoCrafter2Backbone":
         """Load the original checkpoint in ``path`` (see the class docstring for the directory's layout).
 
         The config and tokenizer are checked before the checkpoint is read. Raises ``FileNotFoundError`` naming
         a missing file or folder, ``ValueError`` for a config this port does not compute or a checkpoint that
         holds pickled objects (with the conversion command), ``RuntimeError`` naming missing or unexpected keys.
+        ``component_dtypes`` gives ``unet``, ``vae`` or ``text_encoder`` a dtype of its own.
         """
         path = Path(path).expanduser()
         settings = read_settings(path)
         checkpoint = videocrafter2_checkpoint(path)
         tokenizer = load_tokenizer(path)
         state = read_checkpoint(checkpoint)
+        dtypes = dict(component_dtypes or {})
         pipe = VideoCrafter2Pipeline(
-            unet=load_unet(state, settings, torch_dtype),
-            vae=load_vae(state, settings, torch_dtype),
-            text_encoder=load_text_encoder(state, settings, tokenizer, torch_dtype),
+            unet=load_unet(state, settings, dtypes.get("unet", torch_dtype)),
+            vae=load_vae(state, settings, dtypes.get("vae", torch_dtype)),
+            text_encoder=load_text_encoder(state, settings, tokenizer, dtypes.get("text_encoder", torch_dtype)),
             tokenizer=tokenizer,
             scheduler=ddim_scheduler(settings),
             latent_scale=settings.latent_scale,
