@@ -156,10 +156,11 @@ def test_attention_backend_reaches_the_processors_and_the_method_keeps_it():
         assert swapped and {p._attention_backend for p in swapped} == {AttentionBackendName._NATIVE_MATH}
 
 
-def test_a_float32_vae_decodes_a_bfloat16_denoisers_latents():
-    # CogVideoXPipeline hands its latents to the VAE uncast; the backbone casts them to the VAE's dtype.
-    backbone = load_backbone("cogvideox", None, component_dtypes={"transformer": "bfloat16", "text_encoder": "bfloat16"})
-    assert backbone.denoiser.dtype == torch.bfloat16 and backbone.pipe.vae.dtype == torch.float32
+@pytest.mark.parametrize("family", ["cogvideox", "opensora"])
+def test_a_float32_vae_decodes_a_bfloat16_denoisers_latents(family):
+    # CogVideoXPipeline and Open-Sora's hand bfloat16 latents to the VAE; the backbone casts them to the VAE's dtype.
+    backbone = load_backbone(family, None, component_dtypes={"transformer": "bfloat16", "text_encoder": "bfloat16"})
+    assert backbone.denoiser.dtype == torch.bfloat16 and next(backbone.pipe.vae.parameters()).dtype == torch.float32
     video = backbone.generate("a cat", 0, steps=2)
     assert video.frames.std() > 0
 

@@ -64,7 +64,7 @@ def load_backbone(
     ``backbone.memory``, ``backbone.attention_backend`` and ``backbone.compile`` in a sweep config (applied by
     :func:`vboost.backbones._runtime.apply_runtime_options`). An offloaded pipeline is loaded on the CPU.
     """
-    from vboost.backbones._runtime import apply_runtime_options, cast_vae_inputs
+    from vboost.backbones._runtime import apply_runtime_options, cast_vae_inputs, module_dtype
 
     cls, spec = get_backbone_class(family), backbone_spec(family)
     dtypes = {name: getattr(torch, dtype) if isinstance(dtype, str) else dtype for name, dtype in (component_dtypes or {}).items()}
@@ -84,7 +84,7 @@ def load_backbone(
             load_kwargs["component_dtypes"] = dtypes
         backbone = cls.from_pretrained(weights, defaults, torch_dtype=torch_dtype, device=load_device, **load_kwargs)
     vae = backbone.pipe.components.get("vae")
-    if vae is not None and vae.dtype != backbone.denoiser.dtype:
+    if vae is not None and module_dtype(vae) != module_dtype(backbone.denoiser):
         cast_vae_inputs(vae)
     apply_runtime_options(backbone, spec, device, memory=memory, attention_backend=attention_backend, compile=compile)
     return backbone

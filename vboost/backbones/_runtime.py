@@ -89,6 +89,11 @@ def cast_vae_inputs(vae: torch.nn.Module) -> None:
 
         @functools.wraps(method)
         def cast(x: torch.Tensor, *args: Any, _method: Any = method, **kwargs: Any) -> Any:
-            return _method(x.to(vae.dtype), *args, **kwargs)
+            return _method(x.to(module_dtype(vae)), *args, **kwargs)
 
         setattr(vae, name, cast)  # an instance attribute: the class's method is untouched
+
+
+def module_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s first parameter (plain torch modules, such as Open-Sora's VAE, have no ``dtype``)."""
+    return next(module.parameters()).dtype
