@@ -118,6 +118,11 @@ def main() -> None:
     print(f"validation stage: {len(validation)} complete trials, {len(set(keys))} distinct candidates")
     print(f"killed while running and retried by heartbeat: {len(killed)}; finished trials lost or changed: {len(set(changed))}")
     print(f"left running or waiting: {sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)}")
+    for t in search:
+        if t.state == TrialState.FAIL:  # counted and failed: its own error, or a kill after its last retry
+            history = t.system_attrs.get("retry_history", [])
+            why = t.user_attrs.get("fail_reason") or f"stale heartbeat after {len(history)} retries (study.max_retry)"
+            print(f"  failed trial {t.number}: {why}")
     optuna.delete_study(study_name=study, storage=args.storage)
     ok = len(search) == args.n_trials and len(keys) == len(set(keys)) and not changed and validation
     sys.exit(0 if ok else 1)

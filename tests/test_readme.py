@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -42,3 +43,51 @@ def test_the_extension_example_registers_a_method_and_its_config(tmp_path):
     assert searched and -0.05 <= searched[0].user_attrs["knobs"]["gain"] <= 0.05
     # The gain changes the clips: a searched trial's scores differ from the untouched model's.
     assert searched[0].values != study.trials[0].values
+
+
+def sweep_commands(block: str) -> list[list[str]]:
+    """The arguments of every ``python -m vboost.sweep`` command in a bash block (continuation lines joined)."""
+    lines = block.replace("\\\n", " ").splitlines()
+    return [shlex.split(line)[3:] for line in lines if line.startswith("python -m vboost.sweep")]
+
+
+def test_every_gpu_command_composes_into_a_valid_config(monkeypatch):
+    # The GPU examples cannot run here (no weights, no GPU); each still composes with Hydra into the config schema,
+    # so a renamed key, a wrong value type or a missing recipe breaks this test rather than a user's first run.
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    from vboost.backbones import backbone_spec
+    from vboost.sweep.config import register_configs
+    from vboost.sweep.validate import check_runtime_options
+
+    readme = (REPO / "README.md").read_text()
+    commands = sweep_commands(code_block_after(readme, "# Enhance-A-Video on CogVideoX-2b at 49 frames, motion within 1% "
+                                                       "of the baseline's subject consistency"))
+    assert len(commands) >= 8
+    register_configs()
+    # The GPU machine these commands are for has triton (torch's CUDA wheels bring it); this one may not.
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: find_spec(name, *a) or (name == "triton" or None))
+    for args in commands:
+        name, config_dir, overrides = "sweep", REPO / "conf", []
+        if "-m" in args:  # a multirun: its first study's config
+            args = [a.split(",")[0] if "=" in a and "[" not in a else a for a in args if a != "-m"]
+        while args:
+            arg = args.pop(0)
+            if arg == "-cd":  # a recipe directory first, vboost's own configs after it (as the app's search path)
+                config_dir = REPO / args.pop(0)
+                overrides.append(f"hydra.searchpath=[file://{REPO / 'conf'}]")
+            elif arg == "-cn":
+                name = args.pop(0)
+            else:
+                overrides.append(arg)
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+            cfg = compose(name, overrides=overrides, return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        OmegaConf.to_object(cfg)  # the structured schema: keys and types
+        # What the backbone options ask of the family, on the GPU these commands are for.
+        check_runtime_options(backbone_spec(cfg.backbone.family), cfg.backbone, "cuda")

@@ -138,6 +138,36 @@ def test_the_multi_objective_early_stop_rule_in_both_directions(tmp_path, change
         assert trial.state == TrialState.COMPLETE and len(trial.user_attrs["video_scores"]) == len(PROMPTS)
 
 
+def test_clips_are_generated_in_batches_within_one_prompt(tmp_path, monkeypatch):
+    # backbone.batch_size=2 over 3 seeds: each prompt's clips in calls of 2 and 1, never mixing prompts, so the
+    # pruner still stops the low trial after its first prompt, having scored exactly that prompt's 3 clips.
+    calls = []
+    one_by_one = ScriptedBackbone.generate_batch
+
+    def generate_batch(self, prompts, seeds, **kwargs):
+        calls.append((tuple(prompts), tuple(seeds)))
+        return one_by_one(self, prompts, seeds, **kwargs)
+
+    monkeypatch.setattr(ScriptedBackbone, "generate_batch", generate_batch)
+
+    def scores(strength, prompt, seed):
+        if strength == 0.05 and prompt == PROMPTS[0]:
+            return {FLICKER: 0.1}
+        return {FLICKER: 0.5 + (strength or 0.0) / 10 + seed / 100}
+
+    sweep, study = make_sweep(tmp_path, scores, "study.n_trials=6", "validation.top_k=0", "backbone.batch_size=2",
+                              "prompts.seeds=[0,1,2]")
+    enqueue(sweep, study, 0.3, 0.4, 0.05, 0.35)
+    sweep.run(study)
+    per_trial = [(p, s) for p in PROMPTS for s in ((0, 1), (2,))]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert calls[:len(per_trial)] == [((p,) * len(s), s) for p, s in per_trial]  # the baseline's calls, in order
+    assert len(calls) == len(complete) * len(per_trial) + 2  # the pruned trial made its first prompt's 2 calls
+    trials = by_strength(study)
+    assert trials[0.05].state == TrialState.PRUNED and len(trials[0.05].user_attrs["video_scores"]) == 3
+    # Each clip's score is the one of its own (prompt, seed): batching changes no clip's value.
+    assert trials[0.35].values[0] == pytest.approx(0.5 + 0.035 + 0.01)
+
 # --- constraints -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(

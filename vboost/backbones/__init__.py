@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -48,22 +49,45 @@ def load_backbone(
     torch_dtype: torch.dtype = torch.bfloat16,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    component_dtypes: Mapping[str, torch.dtype | str] | None = None,
+    memory: Mapping[str, Any] | None = None,
+    attention_backend: str | None = None,
+    compile: Mapping[str, Any] | None = None,  # noqa: A002 -- the config key's name
     **load_kwargs: Any,
 ) -> Backbone:
-    """Load ``family`` from a local weights directory, or build its tiny random-weight model when ``weights`` is None.
+    """Load ``family`` from a local weights directory, or build its tiny random-weight model when ``weights`` is None,
+    and apply diffusers' memory and speed features (docs/gpu.md).
 
     ``defaults`` overrides the generation settings (a tiny model keeps its own where none is given).
+    ``component_dtypes`` gives components a dtype of their own (``{"vae": "float32"}``); ``memory`` (CPU or group
+    offloading to ``device``, VAE tiling and slicing), ``attention_backend`` and ``compile`` are the options of
+    ``backbone.memory``, ``backbone.attention_backend`` and ``backbone.compile`` in a sweep config (applied by
+    :func:`vboost.backbones._runtime.apply_runtime_options`). An offloaded pipeline is loaded on the CPU.
     """
-    cls = get_backbone_class(family)
+    from vboost.backbones._runtime import apply_runtime_options, cast_vae_inputs, module_dtype
+
+    cls, spec = get_backbone_class(family), backbone_spec(family)
+    dtypes = {name: getattr(torch, dtype) if isinstance(dtype, str) else dtype for name, dtype in (component_dtypes or {}).items()}
+    offloaded = bool(memory and (memory.get("cpu_offload") or memory.get("group_offload")))
+    load_device = "cpu" if offloaded else device
     if weights is None:
         backbone = cls.tiny(seed=seed)
-        backbone.pipe.to(device)
+        for name, dtype in dtypes.items():
+            backbone.pipe.components[name].to(dtype)
+        backbone.pipe.to(load_device)
         if defaults is not None:
             backbone.defaults = defaults
-        return backbone
-    if defaults is None:
-        raise ValueError(f"loading {family!r} from {str(weights)!r} needs generation defaults")
-    return cls.from_pretrained(weights, defaults, torch_dtype=torch_dtype, device=device, **load_kwargs)
+    else:
+        if defaults is None:
+            raise ValueError(f"loading {family!r} from {str(weights)!r} needs generation defaults")
+        if dtypes:
+            load_kwargs["component_dtypes"] = dtypes
+        backbone = cls.from_pretrained(weights, defaults, torch_dtype=torch_dtype, device=load_device, **load_kwargs)
+    vae = backbone.pipe.components.get("vae")
+    if vae is not None and module_dtype(vae) != module_dtype(backbone.denoiser):
+        cast_vae_inputs(vae)
+    apply_runtime_options(backbone, spec, device, memory=memory, attention_backend=attention_backend, compile=compile)
+    return backbone
 
 
 def __getattr__(name: str) -> Any:

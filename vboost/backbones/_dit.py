@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-from vboost.backbones.base import Backbone, GenerationDefaults, Video
+from vboost.backbones.base import BatchedBackbone, GenerationDefaults, Video, check_batch, stack_clips
 
 # A handful of words and every letter, so any lowercase prompt tokenizes without unknowns.
 _TINY_WORDS = "▁a ▁cat ▁dog ▁runs ▁walks ▁on ▁the ▁beach ▁in ▁city ▁at ▁night ▁red ▁car ▁ocean ▁waves ▁"
@@ -42,12 +43,13 @@ def tiny_t5_text_stack(*, seed: int, d_model: int = 16, umt5: bool = False) -> t
     return tokenizer, model_class(config).eval()
 
 
-def to_video(frames: np.ndarray, fps: float) -> Video:
-    """The first clip of a pipeline's ``output_type="np"`` frames (floats in [0, 1]) as uint8 ``[T, H, W, 3]``."""
-    return Video(frames=(np.clip(frames[0], 0.0, 1.0) * 255.0).round().astype(np.uint8), fps=fps)
+def to_videos(frames: np.ndarray, fps: float) -> list[Video]:
+    """A pipeline's ``output_type="np"`` frames (floats in [0, 1], one clip per leading index) as uint8 clips
+    ``[T, H, W, 3]``."""
+    return [Video(frames=(np.clip(clip, 0.0, 1.0) * 255.0).round().astype(np.uint8), fps=fps) for clip in frames]
 
 
-class DiTBackbone(Backbone):
+class DiTBackbone(BatchedBackbone):
     """A text-to-video DiT pipeline whose ``__call__`` takes precomputed prompt embeddings.
 
     Subclasses name the embeddings their pipeline takes in :meth:`_encode_prompt`; they are computed once per
@@ -58,10 +60,10 @@ class DiTBackbone(Backbone):
         super().__init__(pipe, defaults)
         self._prompt_cache: dict[tuple[str, bool], dict[str, torch.Tensor | None]] = {}
 
-    def generate(
+    def generate_batch(
         self,
-        prompt: str,
-        seed: int,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
         *,
         num_frames: int | None = None,
         height: int | None = None,
@@ -69,30 +71,36 @@ class DiTBackbone(Backbone):
         steps: int | None = None,
         guidance: float | None = None,
         **kwargs: Any,
-    ) -> Video:
-        """One clip; raises ``ValueError`` naming the setting when the model cannot take the clip's size."""
+    ) -> list[Video]:
+        """One clip per ``(prompts[i], seeds[i])`` in one pipeline call (see :meth:`Backbone.generate_batch`);
+        raises ``ValueError`` naming the setting when the model cannot take the clip's size."""
+        check_batch(prompts, seeds)
         d = self.defaults
         num_frames = d.num_frames if num_frames is None else num_frames
         height = d.height if height is None else height
         width = d.width if width is None else width
         guidance = d.guidance if guidance is None else guidance
         self.check_clip(num_frames, height, width)
-        key = (prompt, guidance > 1.0)
-        if key not in self._prompt_cache:
-            with torch.no_grad():
-                self._prompt_cache[key] = self._encode_prompt(prompt, guidance > 1.0)
+        embeddings = [self._prompt_embeddings(prompt, guidance > 1.0) for prompt in prompts]
         out = self.pipe(
-            **self._prompt_cache[key],
+            **{name: stack_clips([e[name] for e in embeddings]) for name in embeddings[0]},
             num_frames=num_frames,
             height=height,
             width=width,
             num_inference_steps=d.steps if steps is None else steps,
             guidance_scale=guidance,
-            generator=self._generator(seed),
+            generator=self._generators(seeds),
             output_type="np",
             **kwargs,
         )
-        return to_video(out.frames, d.fps)
+        return to_videos(out.frames, d.fps)
+
+    def _prompt_embeddings(self, prompt: str, cfg: bool) -> dict[str, torch.Tensor | None]:
+        key = (prompt, cfg)
+        if key not in self._prompt_cache:
+            with torch.no_grad():
+                self._prompt_cache[key] = self._encode_prompt(prompt, cfg)
+        return self._prompt_cache[key]
 
     def _encode_prompt(self, prompt: str, cfg: bool) -> dict[str, torch.Tensor | None]:
         """The pipeline's prompt-embedding keyword arguments for ``prompt`` (with the negative ones when ``cfg``)."""

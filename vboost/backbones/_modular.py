@@ -18,7 +18,7 @@ import torch
 from diffusers import ClassifierFreeGuidance
 from diffusers.modular_pipelines import PipelineState
 
-from vboost.backbones._dit import to_video
+from vboost.backbones._dit import to_videos
 from vboost.backbones.base import Backbone, GenerationDefaults, Video
 
 TEXT_BLOCK = "text_encoder"  # the sub-block of every modular video pipeline that encodes the prompt
@@ -130,7 +130,7 @@ class ModularBackbone(Backbone):
         finally:
             if guidance is not None and guidance != d.guidance:
                 self._install_base_guiders(d.guidance)
-        return to_video(frames, d.fps)
+        return to_videos(frames, d.fps)[0]
 
     def _run_after_text(self, embeddings: dict[str, torch.Tensor], **inputs: Any) -> Any:
         """Run every block after the text block, as ``ModularPipeline.__call__`` runs blocks (each input from

@@ -47,6 +47,12 @@ class BackboneSpec:
     config_reader: Callable[[Path], dict[str, Any]] | None = None
     modular: bool = False
     experts: tuple[str, ...] = ()
+    # What diffusers' memory and speed features reach in this family (docs/gpu.md):
+    components: tuple[str, ...] = ()  # the pipeline components that can be given a dtype of their own
+    offload: bool = False  # a diffusers pipeline: model, sequential and group CPU offloading
+    vae_tiling: bool = False  # its VAE decodes in tiles and in slices (enable_tiling, enable_slicing)
+    attention_dispatch: bool = False  # its denoiser's attention runs through diffusers' attention dispatch
+    repeated_blocks: tuple[str, ...] = ()  # the denoiser's block classes, compiled once each (regional compilation)
 
     @property
     def denoisers(self) -> tuple[str, ...]:
@@ -127,6 +133,10 @@ def _wan_positions(config: dict[str, Any]) -> tuple[int | None, int | None]:
     return length, length
 
 
+# Text-to-video DiT pipelines of diffusers: offloading, a VAE that tiles and slices, and these components.
+_DIFFUSERS_DIT = dict(components=("text_encoder", "transformer", "vae"), offload=True, vae_tiling=True)
+_ANIMATEDIFF = dict(components=("text_encoder", "unet", "vae", "motion_adapter"), offload=True, vae_tiling=True)
+
 SPECS: dict[str, BackboneSpec] = {
     spec.family: spec
     for spec in (
@@ -138,6 +148,7 @@ SPECS: dict[str, BackboneSpec] = {
                 text_embed_dim=16, num_layers=2, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
                 temporal_compression_ratio=4, use_rotary_positional_embeddings=True,
             ),
+            **_DIFFUSERS_DIT, repeated_blocks=("CogVideoXBlock",),
         ),
         BackboneSpec(
             "hunyuan_video", "vboost.backbones.hunyuan_video:HunyuanVideoBackbone", "HunyuanVideoTransformer3DModel",
@@ -147,6 +158,9 @@ SPECS: dict[str, BackboneSpec] = {
                 num_single_layers=2, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True,
                 text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
             ),
+            **{**_DIFFUSERS_DIT, "components": ("text_encoder", "text_encoder_2", "transformer", "vae")},
+            attention_dispatch=True,
+            repeated_blocks=("HunyuanVideoTransformerBlock", "HunyuanVideoSingleTransformerBlock"),
         ),
         BackboneSpec(
             "wan", "vboost.backbones.wan:WanBackbone", "WanTransformer3DModel",
@@ -156,6 +170,7 @@ SPECS: dict[str, BackboneSpec] = {
                 text_dim=16, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
                 qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
             ),
+            **_DIFFUSERS_DIT, attention_dispatch=True, repeated_blocks=("WanTransformerBlock",),
         ),
         BackboneSpec(
             "ltx_video", "vboost.backbones.ltx_video:LTXVideoBackbone", "LTXVideoTransformer3DModel",
@@ -164,22 +179,26 @@ SPECS: dict[str, BackboneSpec] = {
                 in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
                 cross_attention_dim=16, num_layers=2, caption_channels=16,
             ),
+            **_DIFFUSERS_DIT, attention_dispatch=True, repeated_blocks=("LTXVideoTransformerBlock",),
         ),
         BackboneSpec(
             "animatediff", "vboost.backbones.animatediff:AnimateDiffBackbone", "UNetMotionModel", "unet",
             rule=FrameRule(max_positions=_motion_positions, num_layers_key=None),
-            tiny_denoiser=dict(motion_max_seq_length=32),
+            tiny_denoiser=dict(motion_max_seq_length=32), **_ANIMATEDIFF,
         ),
         BackboneSpec(
             "animatediff_sparsectrl", "vboost.backbones.animatediff:AnimateDiffSparseCtrlBackbone", "UNetMotionModel",
             "unet", rule=FrameRule(max_positions=_motion_positions, num_layers_key=None),
             tiny_denoiser=dict(motion_max_seq_length=32),
+            **{**_ANIMATEDIFF, "components": (*_ANIMATEDIFF["components"], "controlnet")},
         ),
         BackboneSpec(
             "videocrafter2", "vboost.backbones.videocrafter2:VideoCrafter2Backbone", "VideoCrafter2UNet", "",
             # Every frame is a latent frame (an image autoencoder); the U-Net halves the latent grid three times.
             rule=FrameRule(num_layers_key=None, spatial_multiple=64),
             config_reader=_videocrafter2_config,
+            # A diffusers pipeline whose image autoencoder decodes each latent frame (tiles and slices apply there).
+            components=("text_encoder", "unet", "vae"), offload=True, vae_tiling=True,
         ),
         BackboneSpec(
             "opensora", "vboost.backbones.opensora:OpenSoraBackbone", "STDiT3",
@@ -190,6 +209,8 @@ SPECS: dict[str, BackboneSpec] = {
                 frames_rule="1 frame or at least 17 (its VAE encodes runs of 17 frames)",
             ),
             tiny_denoiser=dict(hidden_size=32, depth=2, num_heads=2, mlp_ratio=2.0, caption_channels=16, patch_size=(1, 2, 2)),
+            # Its own pipeline class (no diffusers offloading) and VAE (fixed runs of 17 frames, no tiles).
+            components=("text_encoder", "transformer", "vae"), repeated_blocks=("STDiT3Block",),
         ),
     )
 }
@@ -199,8 +220,11 @@ def _modular(family: str, target: str, like: str, **kwargs: Any) -> BackboneSpec
     """A diffusers modular pipeline of the same model as the family ``like``: its denoiser, clip geometry and tiny
     model; its guider is a component that guider methods replace."""
     plain = SPECS[like]
+    # Its denoisers and VAE are the plain family's: attention dispatch, VAE tiles and compiled blocks reach them. A
+    # ModularPipeline has no CPU offloading of its own (diffusers offloads one through a ComponentsManager).
     return BackboneSpec(family, target, plain.denoiser_class, rule=plain.rule, tiny_denoiser=plain.tiny_denoiser,
-                        modular=True, **kwargs)
+                        modular=True, vae_tiling=plain.vae_tiling, attention_dispatch=plain.attention_dispatch,
+                        repeated_blocks=plain.repeated_blocks, **kwargs)
 
 
 SPECS.update({

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +25,7 @@ from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from vboost.backbones._specs import SPECS
-from vboost.backbones.base import Backbone, GenerationDefaults, Video
+from vboost.backbones.base import BatchedBackbone, GenerationDefaults, Video, check_batch, stack_clips
 
 # The sampler AnimateDiff's model cards use (an SD1.5 base ships PNDM instead).
 ANIMATEDIFF_SCHEDULER = {
@@ -41,7 +43,7 @@ _TINY_TEXT_WIDTH = 32
 _TINY_GROUPS = 4
 
 
-class AnimateDiffBackbone(Backbone):
+class AnimateDiffBackbone(BatchedBackbone):
     """AnimateDiff text-to-video (``AnimateDiffPipeline``; denoiser ``UNetMotionModel``).
 
     Weights: a full diffusers pipeline directory, or an SD1.5-style base directory plus
@@ -69,10 +71,11 @@ class AnimateDiffBackbone(Backbone):
         *,
         torch_dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
+        component_dtypes: Mapping[str, torch.dtype] | None = None,
         **load_kwargs: Any,
     ) -> "AnimateDiffBackbone":
         """Load a local pipeline directory; ``motion_adapter`` (and for SparseCtrl ``controlnet``) may name
-        separate local component directories.
+        separate local component directories. ``component_dtypes`` as in :meth:`Backbone.from_pretrained`.
 
         Raises ``FileNotFoundError`` naming a missing directory, and ``ValueError`` when ``path`` is a bare
         Stable Diffusion base and no motion adapter is given (diffusers would silently add random motion modules).
@@ -90,9 +93,12 @@ class AnimateDiffBackbone(Backbone):
                 raise ValueError(f"{str(path)!r} is a Stable Diffusion base without motion modules; pass motion_adapter=<directory>")
             for name, component_dir in component_dirs.items():
                 load_kwargs[name] = cls.separate_components[name].from_pretrained(
-                    component_dir, torch_dtype=torch_dtype, use_safetensors=True, local_files_only=True
+                    component_dir, torch_dtype=(component_dtypes or {}).get(name, torch_dtype), use_safetensors=True,
+                    local_files_only=True,
                 )
-        backbone = super().from_pretrained(path, defaults, torch_dtype=torch_dtype, device=device, **load_kwargs)
+        backbone = super().from_pretrained(
+            path, defaults, torch_dtype=torch_dtype, device=device, component_dtypes=component_dtypes, **load_kwargs
+        )
         if "motion_adapter" in components:
             backbone.pipe.scheduler = DDIMScheduler.from_config(backbone.pipe.scheduler.config, **ANIMATEDIFF_SCHEDULER)
         return backbone
@@ -104,10 +110,10 @@ class AnimateDiffBackbone(Backbone):
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe, cls.tiny_defaults)
 
-    def generate(
+    def generate_batch(
         self,
-        prompt: str,
-        seed: int,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
         *,
         num_frames: int | None = None,
         height: int | None = None,
@@ -116,12 +122,14 @@ class AnimateDiffBackbone(Backbone):
         guidance: float | None = None,
         negative_prompt: str | None = None,
         **kwargs: Any,
-    ) -> Video:
-        """One clip as uint8 ``[T, H, W, 3]``; unset settings come from ``self.defaults``; ``kwargs`` go to the pipeline.
+    ) -> list[Video]:
+        """One clip per ``(prompts[i], seeds[i])`` as uint8 ``[T, H, W, 3]``, in one pipeline call (see
+        :meth:`Backbone.generate_batch`); unset settings come from ``self.defaults``; ``kwargs`` go to the pipeline.
 
         Raises ``ValueError`` naming a setting the model cannot take (sizes not divisible by the VAE factor,
         more frames than the motion modules have positions), before any denoising.
         """
+        check_batch(prompts, seeds)
         d = self.defaults
         num_frames = d.num_frames if num_frames is None else num_frames
         height = d.height if height is None else height
@@ -130,23 +138,27 @@ class AnimateDiffBackbone(Backbone):
         guidance = d.guidance if guidance is None else guidance
         self._check_settings(num_frames, height, width, steps)
         extra_inputs = self._extra_inputs(height, width, kwargs)
-        prompt_embeds, negative_prompt_embeds = self._prompt_embeds(prompt, negative_prompt, guidance > 1)
-        output = self.pipe(
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            num_frames=num_frames,
-            height=height,
-            width=width,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=self._generator(seed),
-            output_type="np",
-            **extra_inputs,
-            **kwargs,
-        )
+        embeds = [self._prompt_embeds(prompt, negative_prompt, guidance > 1) for prompt in prompts]
+        with self._conditioning_per_clip(seeds):
+            output = self.pipe(
+                prompt_embeds=stack_clips([positive for positive, _ in embeds]),
+                negative_prompt_embeds=stack_clips([negative for _, negative in embeds]),
+                num_frames=num_frames,
+                height=height,
+                width=width,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=self._generators(seeds),
+                output_type="np",
+                **extra_inputs,
+                **kwargs,
+            )
         # Same rounding as diffusers' numpy_to_pil.
-        frames = (np.asarray(output.frames[0]) * 255).round().astype(np.uint8)
-        return Video(frames=frames, fps=d.fps)
+        return [Video(frames=(np.asarray(clip) * 255).round().astype(np.uint8), fps=d.fps) for clip in output.frames]
+
+    def _conditioning_per_clip(self, seeds: Sequence[int]) -> contextlib.AbstractContextManager:
+        """Context for the pipeline call of clips with ``seeds`` (nothing to do for text-to-video)."""
+        return contextlib.nullcontext()
 
     def _extra_inputs(self, height: int, width: int, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Pipeline inputs beyond text (none for text-to-video); may pop its own keys from ``kwargs``."""
@@ -239,12 +251,36 @@ class AnimateDiffSparseCtrlBackbone(AnimateDiffBackbone):
             image = Image.fromarray(image)
         return {"conditioning_frames": [image], "controlnet_frame_indices": [0]}
 
-    def generate(self, prompt: str, seed: int, **kwargs: Any) -> Video:
-        # The pipeline samples the conditioning image's VAE posterior from the global RNG; seed it locally.
+    @contextlib.contextmanager
+    def _conditioning_per_clip(self, seeds: Sequence[int]) -> Iterator[None]:
+        """The pipeline encodes the conditioning image once per call, sampling its VAE posterior from the global
+        RNG; each clip's sample is drawn from that RNG seeded with the clip's seed, as a clip generated alone gets it.
+
+        For several clips the pipeline's ``prepare_image`` is wrapped for the call so that the conditioning holds one
+        sample per clip (repeated for the two classifier-free guidance halves, ``[uncond, cond]``); the wrapper is
+        removed afterwards.
+        """
         devices = [self.device] if self.device.type == "cuda" else []
+        pipe = self.pipe
+        prepare_image = pipe.prepare_image
+
+        def per_clip(*args: Any, **kwargs: Any) -> torch.Tensor:
+            samples = []
+            for seed in seeds:
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(seed)
+                    samples.append(prepare_image(*args, **kwargs))
+            frames = torch.cat(samples)
+            return torch.cat([frames, frames]) if pipe.do_classifier_free_guidance else frames
+
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            return super().generate(prompt, seed, **kwargs)
+            torch.manual_seed(seeds[0])
+            if len(seeds) > 1:
+                pipe.prepare_image = per_clip  # an instance attribute: deleting it restores the class's method
+            try:
+                yield
+            finally:
+                pipe.__dict__.pop("prepare_image", None)
 
 
 def synthetic_image(height: int, width: int) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -83,7 +84,9 @@ class Backbone(abc.ABC):
 
     @property
     def device(self) -> torch.device:
-        return self.denoiser.device
+        """Where the pipeline computes: the accelerator its offloading hooks load onto, else its denoiser's device."""
+        execution = getattr(self.pipe, "_execution_device", None)
+        return execution if isinstance(execution, torch.device) else self.denoiser.device
 
     @classmethod
     def from_pretrained(
@@ -93,17 +96,20 @@ class Backbone(abc.ABC):
         *,
         torch_dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
+        component_dtypes: Mapping[str, torch.dtype] | None = None,
         **load_kwargs: Any,
     ) -> "Backbone":
-        """Load the pipeline from a local diffusers directory (never from a hub).
+        """Load the pipeline from a local diffusers directory (never from a hub), each component in ``torch_dtype``
+        unless ``component_dtypes`` names its own (e.g. ``{"vae": torch.float32}``).
 
         Raises ``FileNotFoundError`` naming the path when it is not a diffusers pipeline directory.
         """
         path = Path(path).expanduser()
         if not (path / "model_index.json").is_file():
             raise FileNotFoundError(f"weights directory {str(path)!r} has no model_index.json (expected a local diffusers pipeline)")
+        dtypes = {"default": torch_dtype, **component_dtypes} if component_dtypes else torch_dtype
         pipe = cls.pipeline_class.from_pretrained(
-            path, torch_dtype=torch_dtype, use_safetensors=True, local_files_only=True, **load_kwargs
+            path, torch_dtype=dtypes, use_safetensors=True, local_files_only=True, **load_kwargs
         )
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
@@ -129,9 +135,54 @@ class Backbone(abc.ABC):
     ) -> Video:
         """One clip for ``prompt``; the same seed on the same device gives the same frames."""
 
+    def generate_batch(self, prompts: Sequence[str], seeds: Sequence[int], **kwargs: Any) -> list[Video]:
+        """One clip per pair ``(prompts[i], seeds[i])``, in order, each the clip ``generate(prompts[i], seeds[i],
+        **kwargs)`` gives (to float rounding).
+
+        The built-in adapters make them in one pipeline call, every clip from its own noise generator, with the
+        methods' statistics kept per clip; the caller sizes the batch to the memory it has (``backbone.batch_size``
+        in a sweep config). This default, for adapters that do not batch, makes them one by one. Raises
+        ``ValueError`` when the two lists are empty or differ in length.
+        """
+        check_batch(prompts, seeds)
+        return [self.generate(prompt, seed, **kwargs) for prompt, seed in zip(prompts, seeds)]
+
     def save_pretrained(self, path: str | os.PathLike) -> None:
         self.pipe.save_pretrained(path, safe_serialization=True)
 
     def _generator(self, seed: int) -> torch.Generator:
         # Generators on the CPU give the same noise on every device, so a seed means one clip everywhere.
         return torch.Generator("cpu").manual_seed(seed)
+
+    def _generators(self, seeds: Sequence[int]) -> torch.Generator | list[torch.Generator]:
+        """One generator per clip (diffusers draws each clip's noise from its own), a bare one for a single clip."""
+        generators = [self._generator(seed) for seed in seeds]
+        return generators[0] if len(generators) == 1 else generators
+
+
+class BatchedBackbone(Backbone):
+    """An adapter whose pipeline generates several clips in one call: ``generate`` is a batch of one."""
+
+    def generate(self, prompt: str, seed: int, **kwargs: Any) -> Video:
+        """One clip for ``prompt`` (:meth:`generate_batch` of one); the same seed on the same device gives the same
+        frames. Raises ``ValueError`` naming a setting the model cannot take, before any denoising."""
+        return self.generate_batch([prompt], [seed], **kwargs)[0]
+
+    @abc.abstractmethod
+    def generate_batch(self, prompts: Sequence[str], seeds: Sequence[int], **kwargs: Any) -> list[Video]:
+        """As :meth:`Backbone.generate_batch`, in one pipeline call."""
+
+
+def stack_clips(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """Per-clip inputs (one prompt's embeddings each) stacked along the batch; ``None`` where there are none."""
+    if tensors[0] is None:
+        return None
+    return torch.cat(list(tensors)) if len(tensors) > 1 else tensors[0]
+
+
+def check_batch(prompts: Sequence[str], seeds: Sequence[int]) -> None:
+    """Raise ``ValueError`` naming the lengths unless ``prompts`` and ``seeds`` pair up, one clip each, and are not
+    empty."""
+    if len(prompts) != len(seeds) or not prompts:
+        raise ValueError(f"generate_batch needs one seed per prompt and at least one clip; got {len(prompts)} prompts "
+                         f"and {len(seeds)} seeds")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from vboost.geometry import ClipGeometry
+from vboost.methods._records import RecordLog
 from vboost.methods._steps import StepTracker, shared_tracker
 
 if TYPE_CHECKING:
@@ -31,16 +32,16 @@ class UnsupportedModelError(TypeError):
 class MethodHandle:
     """What ``Method.attach`` returns.
 
-    ``records`` holds one dict per attention call the method touched (step, layer and what the method saw),
-    so a sweep can log why a setting helped. ``steps`` is the pipeline's shared step tracker (one per scheduler, so
-    every method attached to a pipeline reads the same step). ``detach()`` restores the model exactly; calling it
-    twice is a no-op.
+    ``records`` holds one dict per attention call the method touched (step, layer and what the method saw; one per
+    clip, with ``clip`` its position, when a call carries several clips), so a sweep can log why a setting helped.
+    ``steps`` is the pipeline's shared step tracker (one per scheduler, so every method attached to a pipeline reads
+    the same step). ``detach()`` restores the model exactly; calling it twice is a no-op.
     """
 
     method: "Method"
     target_name: str
-    records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     steps: StepTracker = dataclasses.field(default_factory=StepTracker)
+    _log: RecordLog = dataclasses.field(default_factory=RecordLog, repr=False)
     _undo: list[Callable[[], None]] = dataclasses.field(default_factory=list, repr=False)
     attached: bool = True
 
@@ -55,8 +56,15 @@ class MethodHandle:
             self._undo.pop()()
         self.attached = False
 
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The records so far, as plain values (values recorded as tensors are read back now, in one transfer)."""
+        return self._log.records()
+
     def record(self, **values: Any) -> None:
-        self.records.append({"step": self.steps.step_index, "num_steps": self.steps.num_steps, **values})
+        """Add a record at the current step. Tensor values are read only when ``records`` is: a 1-D tensor gives one
+        record per entry (per clip of a batched call), so a processor never waits for the device."""
+        self._log.append({"step": self.steps.step_index, "num_steps": self.steps.num_steps, **values})
 
     def summary(self) -> dict[str, float]:
         """Mean of every numeric diagnostic over all records (``{}`` when nothing was recorded)."""
@@ -64,7 +72,7 @@ class MethodHandle:
         counts: dict[str, int] = {}
         for rec in self.records:
             for key, value in rec.items():
-                if key in ("step", "num_steps") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                if key in ("step", "num_steps", "clip") or not isinstance(value, (int, float)) or isinstance(value, bool):
                     continue
                 sums[key] = sums.get(key, 0.0) + float(value)
                 counts[key] = counts.get(key, 0) + 1

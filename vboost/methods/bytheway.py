@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from vboost.geometry import ClipGeometry
 from vboost.methods.base import Method, MethodHandle, UnsupportedModelError
-from vboost.ops.bytheway import bytheway_edit, check_knobs, high_band
+from vboost.ops.bytheway import bytheway_edit_clips, check_knobs, high_band
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +131,8 @@ class ByTheWay(Method):
             # Fail at the first denoiser call, active or not, rather than at the first active step.
             sample = args[0] if args else kwargs["sample"]
             high_band(sample.shape[layout.frame_axis], self.tau)
+            # The videos of this call: each takes its energies from its own rows (a bare module's batch is pooled).
+            state.clips = 1 if isinstance(target, torch.nn.Module) else sample.shape[0] // (2 if cfg_batched() else 1)
 
         hook = denoiser.register_forward_pre_hook(check_tau, with_kwargs=True)
         handle.on_detach(hook.remove)
@@ -158,6 +160,8 @@ class _State:
     cfg_batched: Callable[[], bool]
     # (module, transformer layer, attention) -> (unedited map, h, w, heads) from the anchor stage in the current forward.
     anchors: dict[tuple[int, int, int], tuple[torch.Tensor, int, int, int]] = dataclasses.field(default_factory=dict)
+    # Videos in the denoiser call in progress (set by a forward pre-hook).
+    clips: int = 1
 
     @property
     def active(self) -> bool:
@@ -195,6 +199,10 @@ class ByTheWayProcessor:
     ) -> torch.Tensor:
         if not self.state.active:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        return self._explicit(attn, hidden_states, attention_mask)
+
+    @torch.compiler.disable  # eager under torch.compile: the knobs, the anchor maps and the records stay out of graphs
+    def _explicit(self, attn: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         batch_rows, num_frames, _ = hidden_states.shape
         attention_mask = attn.prepare_attention_mask(attention_mask, num_frames, batch_rows)
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
@@ -218,7 +226,7 @@ class ByTheWayProcessor:
         else:
             anchor = _resize_map(*state.anchors[self.anchor_key], height, width, heads)
         method = state.method
-        edited, stats = bytheway_edit(
+        edited, stats = bytheway_edit_clips(
             probs,
             anchor,
             alpha=method.alpha,
@@ -226,6 +234,7 @@ class ByTheWayProcessor:
             tau=method.tau,
             clip_negative=method.clip_negative,
             cfg_batched=state.cfg_batched(),
+            clips=state.clips,
         )
         state.handle.record(
             layer=self.layer, E1=stats["E1"], E2=stats["E2"], E3=stats["E3"], beta=stats["beta"], beta_c=stats["beta_c"]

@@ -31,17 +31,24 @@ def high_band(num_frames: int, tau: int) -> list[int]:
     return list(range(centre - tau, centre + tau + 1))
 
 
-def _energy(maps: torch.Tensor) -> torch.Tensor:
-    """Mean over rows and query frames of the squared row norm (formula 4 of the paper), as a 0-dim tensor."""
-    flat = maps.reshape(-1)
-    return torch.dot(flat, flat) / (maps.shape[0] * maps.shape[1])  # one pass, no temporary
+# The statistics of one edit, in the order of the stats dict.
+STATS = ("E1", "E2", "E2_h", "E2_l", "beta_c", "beta", "E3")
 
 
-def _band_energy(spectrum: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """Mean over rows and query frames of ``sum |X_k|^2 / F`` over the bins ``start <= k < stop`` (Parseval's
-    share of formula 4 in that band), as a 0-dim tensor."""
+def _energies(maps: torch.Tensor, clips: int) -> torch.Tensor:
+    """``[clips]``: each clip's mean over rows and query frames of the squared row norm (formula 4 of the paper);
+    ``maps`` ``[clips * rows, F, F]``, rows of a clip contiguous."""
+    flat = maps.reshape(clips, 1, -1)
+    # One batched dot product per clip: no temporary of the map's size.
+    return torch.bmm(flat, flat.transpose(1, 2)).reshape(clips) / (maps.shape[0] // clips * maps.shape[1])
+
+
+def _band_energies(spectrum: torch.Tensor, clips: int, start: int, stop: int) -> torch.Tensor:
+    """``[clips]``: each clip's mean over rows and query frames of ``sum |X_k|^2 / F`` over the bins
+    ``start <= k < stop`` (Parseval's share of formula 4 in that band)."""
     rows, frames, _ = spectrum.shape
-    return torch.linalg.vector_norm(torch.view_as_real(spectrum[..., start:stop])) ** 2 / (rows * frames * frames)
+    band = torch.view_as_real(spectrum[..., start:stop]).reshape(clips, rows // clips, frames, stop - start, 2)
+    return torch.linalg.vector_norm(band, dim=(1, 2, 3, 4)) ** 2 / (rows // clips * frames * frames)
 
 
 def bytheway_edit(
@@ -65,13 +72,42 @@ def bytheway_edit(
     E2_h, E2_l, beta_c, beta`` (the gain actually used) and ``E3`` (energy of ``edited``). Raises ``ValueError``
     naming the value for a bad shape, ``alpha``, ``beta`` or ``tau`` (``tau <= F - 1 - F//2``).
     """
+    edited, stats = bytheway_edit_clips(
+        probs, anchor, alpha=alpha, beta=beta, tau=tau, clip_negative=clip_negative, cfg_batched=cfg_batched
+    )
+    values = torch.cat([stats[name].double() for name in STATS]).tolist()  # one transfer for the seven
+    return edited, dict(zip(STATS, values))
+
+
+def bytheway_edit_clips(
+    probs: torch.Tensor,
+    anchor: torch.Tensor,
+    *,
+    alpha: float,
+    beta: float,
+    tau: int,
+    clip_negative: bool = False,
+    cfg_batched: bool = True,
+    clips: int = 1,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`bytheway_edit` of a map holding ``clips`` videos, each edited with its own energies and gain, as it
+    would be alone; nothing is read back from the device.
+
+    Rows are ordered (cfg, video, y, x, head) with ``clips`` videos. Returns ``(edited, stats)``: ``stats`` maps
+    each name of :data:`STATS` to a ``[clips]`` tensor (the energies in the maps' float dtype, ``beta_c`` and
+    ``beta`` in float64). Raises ``ValueError`` as :func:`bytheway_edit`, and naming the rows when they do not
+    split into the clips' halves.
+    """
     if probs.ndim != 3 or probs.shape[-1] != probs.shape[-2]:
         raise ValueError(f"probs must be [rows, F, F]; got shape {tuple(probs.shape)}")
     if anchor.shape != probs.shape:
         raise ValueError(f"anchor shape {tuple(anchor.shape)} differs from probs shape {tuple(probs.shape)}")
     rows, num_frames = probs.shape[0], probs.shape[-1]
+    halves = 2 if cfg_batched else 1
     if cfg_batched and rows % 2:
         raise ValueError(f"cfg_batched maps need an even number of rows; got {rows}")
+    if clips < 1 or rows % (halves * clips):
+        raise ValueError(f"{rows} map rows do not split into {halves} guidance halves x {clips} clips")
     check_knobs(alpha, beta, tau)
     band = high_band(num_frames, tau)
 
@@ -87,34 +123,22 @@ def bytheway_edit(
     spectrum = torch.fft.fft(p2, dim=-1)
     lo, hi = band[0], band[-1] + 1  # the band is contiguous: slices, not masks, avoid copies
     cond = conditional(spectrum)
-    # One device sync for the four energies the gain needs.
-    e1, e2, e2_h, e2_l = torch.stack(
-        [
-            _energy(conditional(p)),
-            _energy(conditional(p2)),
-            _band_energy(cond, lo, hi),
-            _band_energy(cond, 0, lo) + _band_energy(cond, hi, num_frames),
-        ]
-    ).tolist()
+    e1, e2 = _energies(conditional(p), clips), _energies(conditional(p2), clips)
+    e2_h = _band_energies(cond, clips, lo, hi)
+    e2_l = _band_energies(cond, clips, 0, lo) + _band_energies(cond, clips, hi, num_frames)
 
-    beta_c = _adaptive_gain(e1, e2_l, e2_h)
-    # NaN (E1 < E2_l) falls back to beta; so does +inf (an empty high band has nothing to amplify, and 0 * inf is NaN).
-    gain = max(beta, beta_c) if math.isfinite(beta_c) else beta
+    # Formula 7 in float64, as Python's floats compute it: NaN when E1 < E2_l or 0/0, +inf when only E2_h is 0.
+    beta_c = ((e1.double() - e2_l.double()) / e2_h.double()).sqrt()
+    # NaN falls back to beta; so does +inf (an empty high band has nothing to amplify, and 0 * inf is NaN).
+    gain = torch.where(beta_c.isfinite(), beta_c.clamp(min=beta), torch.full_like(beta_c, beta))
 
-    spectrum[..., lo:hi] *= gain
+    # Rows (cfg, video, rest): each video's band scaled by its own gain.
+    spectrum.view(halves, clips, -1, num_frames, num_frames)[..., lo:hi] *= gain.to(work_dtype).view(1, clips, 1, 1, 1)
     p3 = torch.fft.ifft(spectrum, dim=-1).real
     if clip_negative:
         p3 = p3 * (p3 > 0)
     p3 = p3 / p3.sum(-1, keepdim=True)
 
-    stats = {"E1": e1, "E2": e2, "E2_h": e2_h, "E2_l": e2_l, "beta_c": beta_c, "beta": gain, "E3": _energy(conditional(p3)).item()}
+    stats = {"E1": e1, "E2": e2, "E2_h": e2_h, "E2_l": e2_l, "beta_c": beta_c, "beta": gain,
+             "E3": _energies(conditional(p3), clips)}
     return p3.to(probs.dtype), stats
-
-
-def _adaptive_gain(e1: float, e2_l: float, e2_h: float) -> float:
-    """``sqrt((E1 - E2_l) / E2_h)`` (formula 7), NaN when negative or 0/0, +inf when only ``E2_h`` is 0."""
-    numerator = e1 - e2_l
-    if e2_h == 0.0:
-        return math.inf if numerator > 0 else math.nan
-    ratio = numerator / e2_h
-    return math.sqrt(ratio) if ratio >= 0 else math.nan

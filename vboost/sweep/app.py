@@ -229,11 +229,19 @@ def load_models(plan: SweepPlan) -> tuple[Any, Any]:
         num_frames=b.num_frames, height=b.height, width=b.width, steps=b.steps, guidance=b.guidance, fps=b.fps
     )
     load_kwargs = OmegaConf.to_container(b.load_kwargs, resolve=True)
+    # How the pipeline is built and run (docs/gpu.md): part of what makes a loaded pipeline reusable by another job.
+    runtime = {
+        "component_dtypes": OmegaConf.to_container(b.component_dtypes, resolve=True),
+        "memory": OmegaConf.to_container(b.memory, resolve=True),
+        "attention_backend": b.attention_backend,
+        "compile": OmegaConf.to_container(b.compile, resolve=True),
+    }
     backbone = _kept(
         "backbone",
-        (b.family, b.weights, b.dtype, device, repr(sorted(load_kwargs.items()))),
+        (b.family, b.weights, b.dtype, device, repr(sorted(load_kwargs.items())), repr(runtime)),
         lambda: load_backbone(
-            b.family, b.weights, defaults=defaults, torch_dtype=getattr(torch, b.dtype), device=device, **load_kwargs
+            b.family, b.weights, defaults=defaults, torch_dtype=getattr(torch, b.dtype), device=device, **runtime,
+            **load_kwargs,
         ),
     )
     backbone.defaults = defaults  # studies of a multirun may share the pipeline with other settings

@@ -15,6 +15,43 @@ from omegaconf import MISSING
 
 
 @dataclasses.dataclass
+class MemoryConfig:
+    """``backbone.memory``: diffusers' memory features (docs/gpu.md says which checkpoint needs which, per card size).
+
+    ``cpu_offload``: ``model`` (each model moves to the GPU while it runs) or ``sequential`` (each layer does: the
+    least GPU memory, the slowest). ``group_offload``: ``block_level`` (``group_offload_blocks`` blocks at a time) or
+    ``leaf_level``, with ``group_offload_stream`` overlapping the transfers with compute on a CUDA stream; one kind of
+    offloading at a time. ``vae_tiling`` decodes in overlapping spatial tiles (blended: a clip close to, not equal
+    to, the untiled one); ``vae_slicing`` one clip at a time (the same clip).
+    """
+
+    cpu_offload: Optional[str] = None
+    group_offload: Optional[str] = None
+    group_offload_blocks: int = 1
+    group_offload_stream: bool = False
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+
+
+@dataclasses.dataclass
+class CompileConfig:
+    """``backbone.compile``: ``torch.compile`` of the denoiser, applied after loading and offloading.
+
+    ``scope``: ``blocks`` compiles the repeated transformer blocks one class at a time (diffusers' regional
+    compilation: seconds to compile, the same speed), ``denoiser`` the whole module, ``auto`` blocks where the family
+    has them. ``mode``, ``backend`` and ``dynamic`` are torch.compile's. Methods attached later take effect: the
+    blocks holding a swapped attention processor are recompiled once, and the methods' computations run outside
+    the compiled graphs.
+    """
+
+    enabled: bool = False
+    scope: str = "auto"
+    mode: str = "default"
+    backend: str = "inductor"
+    dynamic: Optional[bool] = None
+
+
+@dataclasses.dataclass
 class BackboneConfig:
     """``conf/backbone/*.yaml``: which adapter, which weights (``null`` builds the tiny random model), how to generate."""
 
@@ -33,6 +70,14 @@ class BackboneConfig:
     # Extra keyword arguments of the adapter's from_pretrained, e.g. AnimateDiff's motion_adapter=/dir or
     # SparseCtrl's controlnet=/dir and conditioning_image=/image.png.
     load_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Clips (prompt x seed) generated in one pipeline call, where memory allows; each is the clip made alone.
+    batch_size: int = 1
+    # A dtype for some components of their own (model cards ask for e.g. {vae: float32}); the rest take dtype.
+    component_dtypes: dict[str, str] = dataclasses.field(default_factory=dict)
+    # One of diffusers' attention backends (set_attention_backend), for denoisers whose attention dispatches there.
+    attention_backend: Optional[str] = None
+    memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
+    compile: CompileConfig = dataclasses.field(default_factory=CompileConfig)
 
 
 @dataclasses.dataclass

@@ -267,15 +267,18 @@ class Sweep:
         with contextlib.ExitStack() as stack:
             handle = stack.enter_context(method.attached(self.backbone.pipe)) if method is not None else None
             bar = stack.enter_context(tqdm(total=len(prompts) * len(seeds), desc=f"trial {trial.number}", leave=False, disable=None))
+            batch = self.plan.cfg.backbone.batch_size
             for step, prompt in enumerate(prompts):
-                for seed in seeds:
-                    key = clip_key(step, seed)
-                    video = self.backbone.generate(prompt, seed)
-                    scores.append(self._score(video))
-                    video_scores[key] = {k: v for k, v in scores[-1].items() if math.isfinite(v)}
-                    if self._write_video is not None:
-                        self._write_video(trial, key, video)  # the writer logs the clip once its file is complete
-                    bar.update()
+                # Batches stay within one prompt, so a trial still stops early at a prompt's end.
+                for start in range(0, len(seeds), batch):
+                    chunk = seeds[start:start + batch]
+                    for seed, video in zip(chunk, self.backbone.generate_batch([prompt] * len(chunk), chunk)):
+                        key = clip_key(step, seed)
+                        scores.append(self._score(video))
+                        video_scores[key] = {k: v for k, v in scores[-1].items() if math.isfinite(v)}
+                        if self._write_video is not None:
+                            self._write_video(trial, key, video)  # the writer logs the clip once its file is complete
+                        bar.update()
                 aggregate = self.scorer.aggregate(scores)
                 values = [aggregate[t.record] for t in self.plan.targets]
                 running.append(values)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +162,7 @@ def plan_sweep(cfg: DictConfig) -> SweepPlan:
     study_dir = Path(cfg.output_dir).expanduser().resolve() / cfg.study.name
     check_device("device", cfg.device)
     check_device("objective.device", cfg.objective.device)
+    check_runtime_options(spec, backbone, cfg.device)
     _check_attention_memory(spec, backbone, geometry, cfg.device)
     storage_url = cfg.study.storage or f"sqlite:///{study_dir / STUDY_DB}"
     check_storage_url(storage_url)
@@ -265,6 +268,90 @@ def _check_backbone(backbone: DictConfig) -> None:
         )
 
 
+def check_runtime_options(spec: Any, backbone: DictConfig, device: str) -> None:
+    """Raise :class:`ConfigError` naming the key and value for a memory or speed option (``backbone.batch_size``,
+    ``component_dtypes``, ``memory``, ``attention_backend``, ``compile``) that the family ``spec`` or this machine
+    cannot use; decided from plain data (the family's spec, the packages installed, the devices visible)."""
+    import torch
+
+    from vboost.backbones._options import (
+        ATTENTION_BACKENDS, COMPILE_MODES, COMPILE_SCOPES, COMPONENT_DTYPES, CPU_OFFLOAD, GROUP_OFFLOAD,
+    )
+
+    family = backbone.family
+    device_type = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device).type
+    if isinstance(backbone.batch_size, bool) or backbone.batch_size < 1:
+        raise ConfigError(f"backbone.batch_size={backbone.batch_size} must be at least 1 (clips per pipeline call)")
+    for name, dtype in backbone.component_dtypes.items():
+        if name not in spec.components:
+            known = ", ".join(spec.components) or "none"
+            raise ConfigError(f"backbone.component_dtypes.{name}: {family} has no component {name!r} (components: {known})")
+        if dtype not in COMPONENT_DTYPES:
+            raise ConfigError(f"backbone.component_dtypes.{name}={dtype!r} is not one of {list(COMPONENT_DTYPES)}")
+
+    memory = backbone.memory
+    for key, choices in (("cpu_offload", CPU_OFFLOAD), ("group_offload", GROUP_OFFLOAD)):
+        value = memory[key]
+        if value is None:
+            continue
+        if value not in choices:
+            raise ConfigError(f"backbone.memory.{key}={value!r} is not one of {list(choices)} (or null)")
+        if not spec.offload:
+            raise ConfigError(f"backbone.memory.{key}={value!r}: {family}'s pipeline has no CPU offloading (that needs a "
+                              "standard diffusers pipeline)")
+        if device_type != "cuda":
+            raise ConfigError(f"backbone.memory.{key}={value!r} offloads to a CUDA device, and the pipeline runs on "
+                              f"{device_type} (device={device!r})")
+    if memory.cpu_offload is not None and memory.group_offload is not None:
+        raise ConfigError(f"backbone.memory.cpu_offload={memory.cpu_offload!r} and group_offload={memory.group_offload!r}: "
+                          "diffusers takes one kind of offloading at a time")
+    if memory.group_offload_blocks < 1:
+        raise ConfigError(f"backbone.memory.group_offload_blocks={memory.group_offload_blocks} must be at least 1")
+    if memory.group_offload_stream and memory.group_offload is None:
+        raise ConfigError("backbone.memory.group_offload_stream=true streams group offloading: set backbone.memory.group_offload")
+    for key in ("vae_tiling", "vae_slicing"):
+        if memory[key] and not spec.vae_tiling:
+            raise ConfigError(f"backbone.memory.{key}=true: {family}'s VAE does not decode in tiles or slices")
+
+    backend = backbone.attention_backend
+    if backend is not None:
+        need = ATTENTION_BACKENDS.get(backend)
+        if need is None:
+            raise ConfigError(f"backbone.attention_backend={backend!r} is not one of diffusers' attention backends: "
+                              f"{', '.join(ATTENTION_BACKENDS)}")
+        if not spec.attention_dispatch:
+            raise ConfigError(f"backbone.attention_backend={backend!r}: {spec.denoiser_class} ({family}) calls torch's "
+                              "attention directly, not diffusers' attention dispatch, so a backend would change nothing")
+        if need.device is not None and need.device != device_type:
+            raise ConfigError(f"backbone.attention_backend={backend!r} runs on {need.device} only; the pipeline runs on "
+                              f"{device_type} (device={device!r})")
+        if need.module is not None and importlib.util.find_spec(need.module) is None:
+            raise ConfigError(f"backbone.attention_backend={backend!r} needs the {need.module} package, which is not installed")
+
+    options = backbone.compile
+    if options.enabled:
+        if options.scope not in COMPILE_SCOPES:
+            raise ConfigError(f"backbone.compile.scope={options.scope!r} is not one of {list(COMPILE_SCOPES)}")
+        if options.scope == "blocks" and not spec.repeated_blocks:
+            raise ConfigError(f"backbone.compile.scope='blocks': {spec.denoiser_class} has no repeated blocks to compile "
+                              "one by one; use scope=denoiser")
+        if options.mode not in COMPILE_MODES:
+            raise ConfigError(f"backbone.compile.mode={options.mode!r} is not one of {list(COMPILE_MODES)}")
+        if options.mode == "reduce-overhead" and device_type != "cuda":
+            raise ConfigError(f"backbone.compile.mode='reduce-overhead' records CUDA graphs; the pipeline runs on {device_type}")
+        import torch._dynamo
+
+        backends = torch._dynamo.list_backends(exclude_tags=())
+        if options.backend not in backends:
+            raise ConfigError(f"backbone.compile.backend={options.backend!r} is not a torch.compile backend; known: "
+                              f"{', '.join(backends)}")
+        if options.backend == "inductor":
+            if device_type == "cuda" and importlib.util.find_spec("triton") is None:
+                raise ConfigError("backbone.compile.backend='inductor' on CUDA needs triton, which is not installed")
+            if device_type == "cpu" and not any(shutil.which(c) for c in ("g++", "clang++", "c++")):
+                raise ConfigError("backbone.compile.backend='inductor' on the CPU needs a C++ compiler (g++ or clang++)")
+
+
 def _clip_geometry(spec: Any, backbone: DictConfig) -> ClipGeometry:
     """The clip every trial generates as the backbone's denoiser sees it; raises :class:`ConfigError` naming the
     setting and the nearest valid values when the backbone cannot take it (the checkpoint's config is read, nothing
@@ -319,13 +406,15 @@ def _check_attention_memory(spec: Any, backbone: DictConfig, geometry: ClipGeome
     if not heads:
         return
     tokens = geometry.latent_frames * geometry.tokens_per_frame
-    # Full 3-D attention over every video token, both classifier-free guidance halves, float32 scores.
-    needed = 2 * heads * tokens * tokens * 4
+    # Full 3-D attention over every video token, both classifier-free guidance halves of every clip of a batch,
+    # float32 scores.
+    needed = 2 * backbone.batch_size * heads * tokens * tokens * 4
     if needed > available:
         raise ConfigError(
             f"backbone.num_frames={backbone.num_frames} at {backbone.height}x{backbone.width} makes {tokens} attention "
-            f"tokens: one attention map needs about {needed / 2**30:.3g} GiB on the CPU, {available / 2**30:.3g} GiB are "
-            "available; use fewer frames or a smaller size"
+            f"tokens: one attention call of backbone.batch_size={backbone.batch_size} clip(s) needs about "
+            f"{needed / 2**30:.3g} GiB on the CPU, {available / 2**30:.3g} GiB are available; use fewer frames, a "
+            "smaller size or a smaller batch"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +12,7 @@ from transformers import AutoTokenizer, T5EncoderModel
 
 from vboost.backbones._dit import tiny_t5_text_stack
 from vboost.backbones._specs import SPECS
-from vboost.backbones.base import Backbone, GenerationDefaults, Video
+from vboost.backbones.base import BatchedBackbone, GenerationDefaults, Video, check_batch
 from vboost.backbones.opensora._checkpoint import load_stdit3, load_vae, save_stdit3, save_vae
 from vboost.backbones.opensora._pipeline import OpenSoraPipeline, to_uint8_frames
 from vboost.backbones.opensora._rflow import RFlowScheduler
@@ -31,7 +32,7 @@ _RELEASE_SHIFT = (-0.10, 0.34, 0.27, 0.98)
 _RELEASE_SCALE = (3.85, 2.32, 2.33, 3.06)
 
 
-class OpenSoraBackbone(Backbone):
+class OpenSoraBackbone(BatchedBackbone):
     """Open-Sora v1.2 text to video: STDiT3 (spatial and temporal blocks), T5-XXL, the two-stage VAE, RFLOW.
 
     Weights: a directory holding the three released downloads as ``transformer/`` (hpcai-tech/OpenSora-STDiT-v3),
@@ -67,18 +68,21 @@ class OpenSoraBackbone(Backbone):
         device: str | torch.device = "cpu",
         text_encoder_dtype: torch.dtype | str = torch.float32,
         aesthetic_score: float | None = RELEASE_AESTHETIC_SCORE,
+        component_dtypes: Mapping[str, torch.dtype] | None = None,
     ) -> "OpenSoraBackbone":
         """Load the three released components from ``path`` (nothing is downloaded).
 
         The text encoder runs in ``text_encoder_dtype`` (a dtype or its name): float32 by default, as Open-Sora's
         inference runs T5 (about 19 GB for T5-XXL's encoder; bfloat16 halves it). Raises ``FileNotFoundError``
         naming a missing component directory or file, and ``ValueError`` naming a bad dtype or a checkpoint the
-        port does not match.
+        port does not match. ``component_dtypes`` gives ``transformer``, ``vae`` or ``text_encoder`` a dtype of
+        its own (the text encoder's wins over ``text_encoder_dtype``).
         """
         if isinstance(text_encoder_dtype, str):
             if not isinstance(getattr(torch, text_encoder_dtype, None), torch.dtype):
                 raise ValueError(f"text_encoder_dtype={text_encoder_dtype!r} is not a torch dtype name")
             text_encoder_dtype = getattr(torch, text_encoder_dtype)
+        dtypes = {"transformer": torch_dtype, "vae": torch_dtype, "text_encoder": text_encoder_dtype, **(component_dtypes or {})}
         path = Path(path).expanduser()
         for name, source in COMPONENTS.items():
             if not (path / name).is_dir():
@@ -88,13 +92,13 @@ class OpenSoraBackbone(Backbone):
                 )
         tokenizer = AutoTokenizer.from_pretrained(path / "text_encoder", local_files_only=True)
         text_encoder = T5EncoderModel.from_pretrained(path / "text_encoder", local_files_only=True).to(
-            text_encoder_dtype
+            dtypes["text_encoder"]
         )
         pipe = OpenSoraPipeline(
             tokenizer=tokenizer,
             text_encoder=text_encoder.eval(),
-            transformer=load_stdit3(path / "transformer", torch_dtype),
-            vae=load_vae(path / "vae", torch_dtype),
+            transformer=load_stdit3(path / "transformer", dtypes["transformer"]),
+            vae=load_vae(path / "vae", dtypes["vae"]),
             scheduler=RFlowScheduler(),
         )
         return cls(pipe.to(device), defaults, aesthetic_score=aesthetic_score)
@@ -132,10 +136,10 @@ class OpenSoraBackbone(Backbone):
             return prompt
         return f"{prompt} aesthetic score: {self.aesthetic_score:.1f}."
 
-    def generate(
+    def generate_batch(
         self,
-        prompt: str,
-        seed: int,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
         *,
         num_frames: int | None = None,
         height: int | None = None,
@@ -143,31 +147,36 @@ class OpenSoraBackbone(Backbone):
         steps: int | None = None,
         guidance: float | None = None,
         **kwargs: Any,
-    ) -> Video:
-        """One clip; raises ``ValueError`` naming the value when the model cannot take the clip's size, or the step
-        count is not positive."""
+    ) -> list[Video]:
+        """One clip per ``(prompts[i], seeds[i])`` in one pipeline call (see :meth:`Backbone.generate_batch`);
+        raises ``ValueError`` naming the value when the model cannot take the clip's size, or the step count is not
+        positive."""
+        check_batch(prompts, seeds)
         d = self.defaults
         num_frames = d.num_frames if num_frames is None else num_frames
         height = d.height if height is None else height
         width = d.width if width is None else width
         self.check_clip(num_frames, height, width)
-        text = self.prompt_text(prompt)
-        if text not in self._prompt_cache:
-            self._prompt_cache[text] = self.pipe.encode_prompt(text)
-        embeds, mask = self._prompt_cache[text]
+        encoded = [self._encoded(prompt) for prompt in prompts]
         video = self.pipe(
-            embeds,
-            mask,
+            torch.cat([embeds for embeds, _ in encoded]),
+            torch.cat([mask for _, mask in encoded]),
             num_frames=num_frames,
             height=height,
             width=width,
             num_inference_steps=d.steps if steps is None else steps,
             guidance_scale=d.guidance if guidance is None else guidance,
             fps=d.fps,
-            generator=self._generator(seed),
+            generator=self._generators(seeds),
             **kwargs,
         )
-        return Video(frames=to_uint8_frames(video[0]), fps=d.fps)
+        return [Video(frames=to_uint8_frames(clip), fps=d.fps) for clip in video]
+
+    def _encoded(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        text = self.prompt_text(prompt)
+        if text not in self._prompt_cache:
+            self._prompt_cache[text] = self.pipe.encode_prompt(text)
+        return self._prompt_cache[text]
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write the three components in the released layout :meth:`from_pretrained` reads."""

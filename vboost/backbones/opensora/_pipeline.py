@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from vboost.backbones.opensora._rflow import RFlowScheduler
 from vboost.backbones.opensora._stdit3 import STDiT3
@@ -34,6 +35,12 @@ class OpenSoraPipeline:
         self.transformer = transformer
         self.vae = vae
         self.scheduler = scheduler
+        self._guidance_scale = 1.0
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Whether the running call batches ``[prompt, no prompt]`` through the transformer."""
+        return self._guidance_scale > 1.0
 
     @property
     def components(self) -> dict[str, Any]:
@@ -84,7 +91,7 @@ class OpenSoraPipeline:
         num_inference_steps: int,
         guidance_scale: float,
         fps: float,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pt",
     ) -> torch.Tensor:
@@ -92,7 +99,8 @@ class OpenSoraPipeline:
         latents (float32) with ``output_type="latent"``.
 
         ``prompt_embeds``/``prompt_attention_mask`` come from :meth:`encode_prompt` (stacked for several prompts);
-        the initial noise is drawn in the model dtype from ``generator`` on its device, unless ``latents`` gives it.
+        the initial noise is drawn in the model dtype from ``generator`` on its device (one generator per video when
+        it is a list, so a video's noise does not depend on the others), unless ``latents`` gives it.
         Guidance above 1 runs classifier-free guidance. Raises ``ValueError`` naming the bad value.
         """
         if output_type not in ("pt", "latent"):
@@ -106,22 +114,23 @@ class OpenSoraPipeline:
             name: torch.tensor([value], device=device, dtype=dtype).repeat(batch)
             for name, value in (("fps", fps), ("height", height), ("width", width), ("num_frames", num_frames))
         }
+        # One schedule for the call: its videos share one size (the first's values, as the sampler takes them).
         self.scheduler.set_timesteps(
             num_inference_steps,
-            height=condition["height"],
-            width=condition["width"],
-            num_frames=condition["num_frames"],
+            height=condition["height"][:1],
+            width=condition["width"][:1],
+            num_frames=condition["num_frames"][:1],
             device=device,
         )
         shape = self.latent_shape(batch, num_frames, height, width)
         if latents is None:
-            latents = torch.randn(
-                shape, generator=generator, dtype=dtype, device=generator.device if generator else None
-            )
+            first = generator[0] if isinstance(generator, list) else generator
+            latents = randn_tensor(shape, generator=generator, dtype=dtype, device=first.device if first else None)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents have shape {tuple(latents.shape)}; this clip needs {shape}")
         z = latents.to(device)
-        cfg = guidance_scale > 1.0
+        self._guidance_scale = guidance_scale
+        cfg = self.do_classifier_free_guidance
         y = prompt_embeds.to(device)
         if cfg:
             null = self.transformer.y_embedder.y_embedding[None].repeat(batch, 1, 1)[:, None]

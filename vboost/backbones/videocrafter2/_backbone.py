@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,7 +13,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from vboost.backbones._specs import SPECS, videocrafter2_checkpoint
 from vboost.backbones.animatediff import _tiny_tokenizer
-from vboost.backbones.base import Backbone, GenerationDefaults, Video
+from vboost.backbones.base import BatchedBackbone, GenerationDefaults, Video, check_batch
 from vboost.backbones.videocrafter2._checkpoint import (
     load_text_encoder,
     load_tokenizer,
@@ -58,7 +59,7 @@ TINY_CONFIG: dict[str, Any] = {
 _TINY_TEXT = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2}
 
 
-class VideoCrafter2Backbone(Backbone):
+class VideoCrafter2Backbone(BatchedBackbone):
     """VideoCrafter2 text-to-video 512 v2.0 (AILab-CVC/VideoCrafter), from its original checkpoint.
 
     Weights: a directory holding ``model.ckpt`` (or its ``model.safetensors`` conversion), a CLIP ``tokenizer/``
@@ -95,22 +96,25 @@ class VideoCrafter2Backbone(Backbone):
         device: str | torch.device = "cpu",
         conditioning_fps: int = 28,
         ddim_eta: float = 1.0,
+        component_dtypes: Mapping[str, torch.dtype] | None = None,
     ) -> "VideoCrafter2Backbone":
         """Load the original checkpoint in ``path`` (see the class docstring for the directory's layout).
 
         The config and tokenizer are checked before the checkpoint is read. Raises ``FileNotFoundError`` naming
         a missing file or folder, ``ValueError`` for a config this port does not compute or a checkpoint that
         holds pickled objects (with the conversion command), ``RuntimeError`` naming missing or unexpected keys.
+        ``component_dtypes`` gives ``unet``, ``vae`` or ``text_encoder`` a dtype of its own.
         """
         path = Path(path).expanduser()
         settings = read_settings(path)
         checkpoint = videocrafter2_checkpoint(path)
         tokenizer = load_tokenizer(path)
         state = read_checkpoint(checkpoint)
+        dtypes = dict(component_dtypes or {})
         pipe = VideoCrafter2Pipeline(
-            unet=load_unet(state, settings, torch_dtype),
-            vae=load_vae(state, settings, torch_dtype),
-            text_encoder=load_text_encoder(state, settings, tokenizer, torch_dtype),
+            unet=load_unet(state, settings, dtypes.get("unet", torch_dtype)),
+            vae=load_vae(state, settings, dtypes.get("vae", torch_dtype)),
+            text_encoder=load_text_encoder(state, settings, tokenizer, dtypes.get("text_encoder", torch_dtype)),
             tokenizer=tokenizer,
             scheduler=ddim_scheduler(settings),
             latent_scale=settings.latent_scale,
@@ -157,10 +161,10 @@ class VideoCrafter2Backbone(Backbone):
         """Not available: VideoCrafter2 has no diffusers layout, and its original layout is what it loads from."""
         raise NotImplementedError(f"{self.family} loads from its original checkpoint; it has no diffusers layout to save to {str(path)!r}")
 
-    def generate(
+    def generate_batch(
         self,
-        prompt: str,
-        seed: int,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
         *,
         num_frames: int | None = None,
         height: int | None = None,
@@ -168,9 +172,11 @@ class VideoCrafter2Backbone(Backbone):
         steps: int | None = None,
         guidance: float | None = None,
         **kwargs: Any,
-    ) -> Video:
-        """One clip as uint8 ``[T, H, W, 3]``; unset settings come from ``self.defaults``; ``kwargs`` go to the
+    ) -> list[Video]:
+        """One clip per ``(prompts[i], seeds[i])`` as uint8 ``[T, H, W, 3]``, in one pipeline call (see
+        :meth:`Backbone.generate_batch`); unset settings come from ``self.defaults``; ``kwargs`` go to the
         pipeline. Raises ``ValueError`` naming a setting the model cannot take, before any denoising."""
+        check_batch(prompts, seeds)
         d = self.defaults
         settings = {
             "num_frames": d.num_frames if num_frames is None else num_frames,
@@ -182,15 +188,15 @@ class VideoCrafter2Backbone(Backbone):
         self.pipe.check_inputs(**settings)
         kwargs.setdefault("fps", self.conditioning_fps)
         kwargs.setdefault("eta", self.ddim_eta)
-        negative = kwargs.pop("negative_prompt", "")
+        negative = self._prompt_embeds(kwargs.pop("negative_prompt", ""))
         output = self.pipe(
-            prompt_embeds=self._prompt_embeds(prompt),
-            negative_prompt_embeds=self._prompt_embeds(negative),
-            generator=self._generator(seed),
+            prompt_embeds=torch.cat([self._prompt_embeds(prompt) for prompt in prompts]),
+            negative_prompt_embeds=negative.expand(len(prompts), -1, -1),
+            generator=self._generators(seeds),
             **settings,
             **kwargs,
         )
-        return Video(frames=output.frames[0], fps=d.fps)
+        return [Video(frames=clip, fps=d.fps) for clip in output.frames]
 
     def _prompt_embeds(self, prompt: str) -> torch.Tensor:
         key = (prompt, self.pipe._execution_device, self.pipe.text_encoder.dtype)

@@ -20,7 +20,7 @@ import torch
 
 from vboost.geometry import ClipGeometry
 from vboost.methods.base import Method, MethodHandle, UnsupportedModelError
-from vboost.methods.enhance_a_video._processor import Family, FetaProcessor, FetaState
+from vboost.methods.enhance_a_video._processor import Family, FetaProcessor, FetaState, clip_layout
 
 if TYPE_CHECKING:
     from vboost.export._comfyui import ComfyExport
@@ -96,6 +96,7 @@ class EnhanceAVideo(Method):
 
         def capture_frames(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
             state.num_frames = family.latent_frames(module, args, kwargs)
+            state.clips, state.halves = clip_layout(family, target, args, kwargs)
 
         hook = denoiser.register_forward_pre_hook(capture_frames, with_kwargs=True)
         handle.on_detach(hook.remove)

@@ -94,4 +94,5 @@ HUNYUAN_VIDEO = Family(
     processor_class=HunyuanVideoAttnProcessor2_0,
     feta_processor=HunyuanVideoFetaProcessor,
     latent_frames=_latent_frames,
+    cfg_in_one_call=False,  # the pipeline calls the denoiser once per guidance half
 )

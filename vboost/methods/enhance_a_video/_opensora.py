@@ -30,10 +30,14 @@ class OpenSoraFetaProcessor(FetaProcessor):
         return attn.attend(query, key, value) * score
 
 
+def _latents(args: tuple, kwargs: dict) -> torch.Tensor:
+    # STDiT3 latents are [B, C, T, H, W] (argument x).
+    return args[0] if args else kwargs["x"]
+
+
 def _latent_frames(denoiser: torch.nn.Module, args: tuple, kwargs: dict) -> int:
-    # STDiT3 latents are [B, C, T, H, W] (argument x); time is padded up to whole patches.
-    latents = args[0] if args else kwargs["x"]
-    return -(-latents.shape[2] // denoiser.config.patch_size[0])
+    # Time is padded up to whole patches.
+    return -(-_latents(args, kwargs).shape[2] // denoiser.config.patch_size[0])
 
 
 OPENSORA = Family(
@@ -41,4 +45,5 @@ OPENSORA = Family(
     processor_class=STDiT3AttnProcessor,
     feta_processor=OpenSoraFetaProcessor,
     latent_frames=_latent_frames,
+    latents=_latents,
 )

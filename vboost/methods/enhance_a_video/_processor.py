@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from vboost.methods.base import MethodHandle
-from vboost.ops.feta import cross_frame_intensity, score_from_intensity
+from vboost.ops.feta import clip_intensities, score_from_intensity
 
 
 @dataclasses.dataclass
@@ -22,6 +22,11 @@ class FetaState:
     handle: MethodHandle
     # Post-patchify latent frame count of the denoiser call in progress (set by a forward pre-hook).
     num_frames: int | None = None
+    # How the call's batch is laid out (set by the same hook): rows (half, clip, position), ``halves`` 2 when the call
+    # batches classifier-free guidance as [uncond, cond]. Each clip gets its own score, pooled over its own rows, so a
+    # clip generated in a batch gets the score it gets alone; one clip of one half pools the whole batch.
+    clips: int = 1
+    halves: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +40,29 @@ class Family:
     latent_frames: Callable[[torch.nn.Module, tuple, dict], int]
     # Raises UnsupportedModelError when a matched module is a variant the processor does not reimplement.
     check_site: Callable[[str, torch.nn.Module], None] = lambda name, module: None
+    # Whether the family's pipelines batch classifier-free guidance into one denoiser call ([uncond, cond]).
+    cfg_in_one_call: bool = True
+    # The denoiser forward's latents argument (its first axis is the call's batch).
+    latents: Callable[[tuple, dict], torch.Tensor] = lambda args, kwargs: hidden_states_arg(args, kwargs)
+
+
+def clip_layout(family: Family, target: Any, args: tuple, kwargs: dict) -> tuple[int, int]:
+    """``(clips, halves)`` of a denoiser call of ``family`` made by ``target``: a pipeline says whether it runs
+    classifier-free guidance (``do_classifier_free_guidance``, else ``guidance_scale > 1``); a bare module's batch
+    is pooled as one clip.
+
+    Raises ``ValueError`` naming the batch when it does not split into the guidance halves.
+    """
+    if isinstance(target, torch.nn.Module):
+        return 1, 1
+    cfg = getattr(target, "do_classifier_free_guidance", None)
+    if cfg is None:  # CogVideoXPipeline keeps the switch local: it batches both halves when guidance_scale > 1
+        cfg = getattr(target, "guidance_scale", 1.0) > 1.0
+    halves = 2 if family.cfg_in_one_call and cfg else 1
+    batch = family.latents(args, kwargs).shape[0]
+    if batch % halves:
+        raise ValueError(f"a batch of {batch} does not split into classifier-free guidance's [uncond, cond] halves")
+    return batch // halves, halves
 
 
 class FetaProcessor:
@@ -70,8 +98,11 @@ class FetaProcessor:
     def active(self) -> bool:
         return self.state.handle.steps.in_window(self.state.start, self.state.end)
 
+    @torch.compiler.disable  # eager under torch.compile: the knobs and the records never enter a compiled graph
     def score(self, query: torch.Tensor, key: torch.Tensor, *, heads_first: bool) -> torch.Tensor:
-        """The 0-dim float32 gain for this call from the video-token q/k (``[B, N, L, d]`` or ``[B, L, N, d]``).
+        """The gain for this call from the video-token q/k (``[B, N, L, d]`` or ``[B, L, N, d]``): a 0-dim float32
+        tensor when the call holds one clip, else ``[rows, 1, 1]`` in the q/k dtype, one gain per row of the leading
+        axis (each clip's on its rows). Nothing is read back from the device: the record keeps the tensors.
 
         Raises ``ValueError`` when the video token count is not a multiple of the latent frame count.
         """
@@ -81,12 +112,18 @@ class FetaProcessor:
         tokens = query.shape[2 if heads_first else 1]
         if tokens % num_frames:
             raise ValueError(f"{self.layer}: {tokens} video tokens are not divisible by F={num_frames} latent frames")
-        cfi = cross_frame_intensity(_frame_major(query, num_frames, heads_first), _frame_major(key, num_frames, heads_first))
+        clips, halves = self.state.clips, self.state.halves
+        cfi = clip_intensities(
+            _frame_major(query, num_frames, heads_first), _frame_major(key, num_frames, heads_first),
+            clips=clips, halves=halves,
+        )
         gain = score_from_intensity(cfi, num_frames, self.state.weight)
-        # One device sync per call (both values in one transfer) so that records stay plain floats.
-        cfi_value, gain_value = torch.stack([cfi, gain]).tolist()
-        self.state.handle.record(layer=self.layer, num_frames=num_frames, cfi=cfi_value, score=gain_value)
-        return gain
+        self.state.handle.record(layer=self.layer, num_frames=num_frames, cfi=cfi, score=gain)
+        if clips == 1:
+            return gain[0]
+        # The leading axis is (half, clip) or, where each row is one position of a video, (half, clip, position).
+        rows = gain.repeat(halves).repeat_interleave(query.shape[0] // (halves * clips))
+        return rows.to(query.dtype).view(-1, 1, 1)
 
 
 def _frame_major(x: torch.Tensor, num_frames: int, heads_first: bool) -> torch.Tensor:

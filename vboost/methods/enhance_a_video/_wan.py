@@ -69,4 +69,5 @@ WAN = Family(
     feta_processor=WanFetaProcessor,
     latent_frames=_latent_frames,
     check_site=_check_self_attention,
+    cfg_in_one_call=False,  # the pipeline calls the denoiser once per guidance half
 )
