@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vboost.backbones import get_backbone_class
-from vboost.backbones._dit import to_video
+from vboost.backbones._dit import to_videos
 from vboost.methods import Combined, EnhanceAVideo, Member
 
 PROMPT = "a red car in the city at night"
@@ -32,7 +32,7 @@ def test_generates_what_the_pipeline_itself_generates(backbone):
         prompt=PROMPT, num_frames=d.num_frames, height=d.height, width=d.width, num_inference_steps=d.steps,
         generator=torch.Generator("cpu").manual_seed(5), output="videos", output_type="np",
     )
-    np.testing.assert_array_equal(to_video(own, d.fps).frames, video.frames)
+    np.testing.assert_array_equal(to_videos(own, d.fps)[0].frames, video.frames)
     assert (backbone.generate(PROMPT, 6).frames != video.frames).any()
 
 

@@ -83,7 +83,7 @@ def load_backbone(
         if dtypes:
             load_kwargs["component_dtypes"] = dtypes
         backbone = cls.from_pretrained(weights, defaults, torch_dtype=torch_dtype, device=load_device, **load_kwargs)
-    vae = backbone.pipe.components.get("vae")
+    vae = getattr(backbone.pipe, "vae", None)  # a user's own backbone (``imports=``) need not be a diffusers pipeline
     if vae is not None and module_dtype(vae) != module_dtype(backbone.denoiser):
         cast_vae_inputs(vae)
     apply_runtime_options(backbone, spec, device, memory=memory, attention_backend=attention_backend, compile=compile)
