@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -23,6 +25,7 @@ from vboost.sweep.census import census, surplus
 from vboost.sweep.config import register_configs
 from vboost.sweep.loggers import NullLogger
 from vboost.sweep.loop import Sweep
+from vboost.sweep.storage import fail_stale_trials, open_storage
 from vboost.sweep.validate import plan_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,6 +257,41 @@ def test_surplus_trials_by_reference_and_by_a_full_study():
     assert not surplus(study, 1, {"role": "paper", "reference": "cogvideox"}, n_trials=3)  # the holder itself
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_trials_of_workers_killed_where_heartbeats_miss_them_are_retried_once(tmp_path):
+    cfg = SimpleNamespace(heartbeat_interval=1, grace_period=1, max_retry=2)
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'study.db'}", cfg))
+    space = {"strength": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    # Optuna fails a stale trial, then re-queues it: a worker killed in between leaves it failed, never retried.
+    orphan = study.ask(space)
+    orphan.set_user_attr("role", "search")
+    study._storage.set_trial_state_values(orphan._trial_id, TrialState.FAIL)  # failed, and the worker died here
+    own_error = study.ask(space)
+    own_error.set_user_attr("fail_reason", "ValueError: bad frames")
+    study.tell(own_error, state=TrialState.FAIL)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, system_attrs={"retry_history": [5, 6]}))  # spent
+    # A worker killed after its trial was created, before the trial's first heartbeat: Optuna never sees it stale.
+    unbeaten = study.ask(space)
+    fail_stale_trials(study)
+    fail_stale_trials(study)  # a second pass (or worker) finds the orphan retried
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [(t.params, t.user_attrs, t.system_attrs["retry_history"]) for t in waiting] == [
+        (orphan.params, {"role": "search"}, [orphan.number])
+    ]
+    assert study.trials[unbeaten.number].state == TrialState.RUNNING  # given a heartbeat, it now ages
+    time.sleep(cfg.grace_period + 1.5)
+    fail_stale_trials(study)
+    assert study.trials[unbeaten.number].state == TrialState.FAIL
+    assert [t.system_attrs["retry_history"] for t in study.get_trials(states=(TrialState.WAITING,))] == [
+        [orphan.number], [unbeaten.number]
+    ]
+    # Two workers re-queueing the orphan at once: the second retry is surplus, the first runs.
+    study._storage.get_heartbeat_stale_trial_callback()(study, study.trials[orphan.number])
+    first, _, second = study.get_trials(states=(TrialState.WAITING,))
+    assert surplus(study, first.number, first.user_attrs, n_trials=10) is None
+    assert surplus(study, second.number, second.user_attrs, n_trials=10) == f"surplus: trial {orphan.number} is already retried"
+
+
 # --- the validation stage ------------------------------------------------------------------------------------
 
 def test_the_validation_stage_runs_the_baseline_first_then_the_candidates_once(tmp_path):
@@ -288,5 +326,6 @@ def test_a_validation_trial_waiting_while_the_search_resumes_is_surplus(tmp_path
     sweep.run(study)
     stale = next(t for t in study.trials if t.user_attrs.get("clip_set") == "old")
     assert stale.state == TrialState.PRUNED and stale.user_attrs["surplus"]
+    assert stale.user_attrs["pruned_reason"] == "surplus: the search stage resumed after this validation trial was enqueued"
     assert stale.system_attrs == {} or "video_scores" not in stale.user_attrs
     assert census(study).search == 4

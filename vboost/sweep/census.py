@@ -34,7 +34,7 @@ class Census:
 def census(study: optuna.Study) -> Census:
     """Count the study's trials by stage; see :func:`counts` for what counts."""
     trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
+    retried = retried_numbers(trials)
     counted = [t for t in trials if counts(t, retried)]
     validation = sum(role_of(t) == Role.VALIDATION for t in counted)
     return Census(
@@ -55,12 +55,17 @@ def counts(trial: FrozenTrial, retried: set[int]) -> bool:
     )
 
 
-def surplus(study: optuna.Study, number: int, user_attrs: dict[str, Any], n_trials: int) -> bool:
-    """Whether the trial ``number`` must not run: it repeats an enqueued trial (same role and reference key) that a
+def surplus(study: optuna.Study, number: int, user_attrs: dict[str, Any], n_trials: int) -> str | None:
+    """Why the trial ``number`` must not run, or None: it is a second retry of one failed trial (see
+    :func:`vboost.sweep.storage.fail_stale_trials`), it repeats an enqueued trial (same role and reference key) that a
     lower-numbered trial already holds, or it is a search-stage trial and ``n_trials`` counted search-stage trials
     with lower numbers exist (validation trials come on top of ``n_trials``)."""
     trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
+    retried = retried_numbers(trials)
+    own = next((t for t in trials if t.number == number), None)
+    history = [] if own is None else own.system_attrs.get("retry_history", [])
+    if history and any(t.number < number and t.system_attrs.get("retry_history", [])[-1:] == history[-1:] for t in trials):
+        return f"surplus: trial {history[-1]} is already retried"
     earlier = [t for t in trials if t.number < number and counts(t, retried)]
     role, reference = user_attrs.get(TrialAttr.ROLE, Role.SEARCH), user_attrs.get(TrialAttr.REFERENCE)
     if reference is not None and any(
@@ -68,10 +73,12 @@ def surplus(study: optuna.Study, number: int, user_attrs: dict[str, Any], n_tria
         and t.state != TrialState.FAIL
         for t in earlier
     ):
-        return True
+        return f"surplus: another trial holds the {role} trial {reference!r}"
     if role == Role.VALIDATION:
-        return False
-    return sum(role_of(t) != Role.VALIDATION for t in earlier) >= n_trials
+        return None
+    if sum(role_of(t) != Role.VALIDATION for t in earlier) >= n_trials:
+        return "surplus: the study was full when this trial started"
+    return None
 
 
 def find_reference(study: optuna.Study, role: Role, key: str) -> FrozenTrial | None:
@@ -96,7 +103,7 @@ def wait_for_reference(study: optuna.Study, role: Role, key: str) -> FrozenTrial
         time.sleep(_POLL_S)
 
 
-def _retried(trials: list[FrozenTrial]) -> set[int]:
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     """Numbers of failed trials that a heartbeat retry re-queued.
 
     ``RetryHeartbeatStaleTrialCallback`` stores the chain in the retry's ``retry_history`` system attr; read

@@ -145,9 +145,10 @@ class Sweep:
                     self._run_one(study)
                 elif heartbeats and state.running:
                     time.sleep(self.plan.cfg.study.heartbeat_interval)
-                    fail_stale_trials(study)
                 else:
                     return
+                if heartbeats:
+                    fail_stale_trials(study)
         finally:
             self._trial_bar.close()
 
@@ -216,6 +217,7 @@ class Sweep:
         why_not = self._why_not_run(trial)
         if why_not is not None:
             trial.set_user_attr(TrialAttr.SURPLUS, True)
+            trial.set_user_attr(TrialAttr.PRUNED_REASON, why_not)
             raise optuna.TrialPruned(why_not)
         try:
             return self._evaluate(trial)
@@ -235,8 +237,9 @@ class Sweep:
     def _why_not_run(self, trial: optuna.Trial) -> str | None:
         """Why ``trial`` is surplus, or None: the study was full when it started, another trial holds its reference,
         or it validates a trial that is (no longer) a candidate of a search stage that has ended."""
-        if surplus(trial.study, trial.number, trial.user_attrs, self.plan.cfg.study.n_trials):
-            return "surplus: the study was full when this trial started"
+        why = surplus(trial.study, trial.number, trial.user_attrs, self.plan.cfg.study.n_trials)
+        if why is not None:
+            return why
         if trial.user_attrs.get(TrialAttr.ROLE) != Role.VALIDATION:
             return None
         state = census(trial.study)
