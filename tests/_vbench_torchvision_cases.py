@@ -70,7 +70,8 @@ def musiq_loader_rebuilds_pyiqas_network(root: Path) -> None:
     assert abs(value - expected / 100) < 1e-6, (value, expected)
 
 
-def all_seven_dimensions_score_one_clip(root: Path) -> None:
+def write_stand_in_weights(root: Path) -> None:
+    """Random-weight files for every vbench-tier network, where and as VBench's cache holds them."""
     from pyiqa.archs.musiq_arch import MUSIQ
 
     (root / _weights.RAFT.path).parent.mkdir(parents=True)
@@ -88,12 +89,47 @@ def all_seven_dimensions_score_one_clip(root: Path) -> None:
     (root / _weights.AESTHETIC.path).parent.mkdir(parents=True)
     torch.save(torch.nn.Linear(768, 1).state_dict(), root / _weights.AESTHETIC.path)
 
+
+def all_seven_dimensions_score_one_clip(root: Path) -> None:
+    write_stand_in_weights(root)
     frames = np.random.default_rng(6).integers(0, 256, (5, 128, 136, 3), dtype=np.uint8)
     result = objectives.evaluate([(frames, 8.0)], list(objectives.DIMENSIONS), backend="vbench", weights_dir=root)
     assert set(result.scores) == {"exact/temporal_flickering", "vbench/dynamic_degree", "vbench/dynamic_degree_magnitude",
                                   *(f"vbench/{d}" for d in objectives.DIMENSIONS if d not in ("temporal_flickering",
                                                                                                "dynamic_degree"))}
     assert all(np.isfinite(v) for v in result.scores.values()), result.scores
+
+
+def sweep_with_a_vbench_motion_objective(root: Path) -> None:
+    # The whole sweep in this interpreter (the shim is imported): search, validation, decision and export, every
+    # clip scored by VBench's networks (RAFT for the motion, DINO for the constraint) from the stand-in cache.
+    import json
+    import runpy
+
+    import optuna
+
+    write_stand_in_weights(root)
+    out = root / "outputs"
+    sys.argv = ["vboost.sweep", f"output_dir={out}", "backbone=tiny_cogvideox", "method=enhance_a_video",
+                "objective=motion_within_consistency", "objective.backend=vbench", f"objective.weights_dir={root}",
+                "backbone.steps=2", "backbone.num_frames=9", "backbone.height=128", "backbone.width=128",
+                "prompts.prompts=[a cat walks on the beach]", "prompts.seeds=[0]", "study.n_trials=2",
+                "validation.prompts=[a dog runs on the beach]", "validation.seeds=[1]", "validation.top_k=1", "logger=none",
+                "save_videos=false", "study.name=vbench", "study.heartbeat_interval=null"]
+    try:
+        runpy.run_module("vboost.sweep", run_name="__main__", alter_sys=True)
+    except SystemExit as exit_:
+        assert exit_.code in (None, 0), exit_.code
+    study = optuna.load_study(study_name="vbench", storage=f"sqlite:///{out / 'vbench' / 'study.db'}")
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 4 and all(t.user_attrs.get("role") for t in trials)  # baseline, paper, their validations
+    for trial in trials:
+        scores = trial.user_attrs["scores"]
+        assert {"vbench/dynamic_degree", "vbench/subject_consistency"} <= set(scores), sorted(scores)
+        assert all(np.isfinite(scores[k]) for k in ("vbench/dynamic_degree", "vbench/subject_consistency"))
+    summary = json.loads((out / "vbench" / "report" / "summary.json").read_text())
+    # The held-out clips were generated and scored: the baseline's validation trial is what the decision reads.
+    assert summary["baseline_validation_trial"] is not None and summary["reason"], summary
 
 
 if __name__ == "__main__":

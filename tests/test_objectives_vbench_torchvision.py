@@ -38,7 +38,8 @@ def site(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("case", ["raft_loads_every_tensor_of_raft_things", "musiq_loader_rebuilds_pyiqas_network",
-                                  "all_seven_dimensions_score_one_clip"])
+                                  "all_seven_dimensions_score_one_clip",
+                                  pytest.param("sweep_with_a_vbench_motion_objective", marks=pytest.mark.slow)])
 def test_case(site, case):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(TESTS.parent), str(TESTS)]))
     run = subprocess.run([sys.executable, str(TESTS / "_vbench_torchvision_cases.py"), case], env=env,
