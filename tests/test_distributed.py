@@ -1,9 +1,11 @@
 """Several ``python -m vboost.sweep`` workers on one study storage (SQLite and PostgreSQL), and a crashed worker."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -177,6 +179,39 @@ def test_a_worker_that_loses_the_race_to_create_the_schema_opens_the_storage(tmp
     study = optuna.create_study(storage=storage, study_name="raced")
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
     assert len(optuna.load_study(study_name="raced", storage=url).trials) == 2
+
+
+def test_two_workers_never_both_start_one_enqueued_trial(tmp_path, monkeypatch):
+    from optuna.storages._rdb import models
+
+    from vboost.sweep.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    cfg = SimpleNamespace(heartbeat_interval=None, grace_period=None, max_retry=2)
+    study = optuna.create_study(storage=open_storage(url, cfg), study_name="queue")
+    study.enqueue_trial({})
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    workers = [open_storage(url, cfg) for _ in range(2)]
+    # Each worker pauses after reading the trial's state, until the other has read it too (or for a second): without a
+    # lock held from the read to the write, both read "waiting" and both start it.
+    both_read = threading.Barrier(2, timeout=1.0)
+    read = models.TrialModel.find_or_raise_by_id
+
+    def read_then_wait(*args, **kwargs):
+        trial = read(*args, **kwargs)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait()
+        return trial
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", staticmethod(read_then_wait))
+    started = []
+    threads = [threading.Thread(target=lambda s=s: started.append(s.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)))
+               for s in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(started) == [False, True]
 
 
 def test_slurm_recipe_composes_with_the_submitit_launcher(tmp_path):
