@@ -18,6 +18,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from in_process import run_sweep
+
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Hunter2-s3cret"
 STUDY = "tiny_cogvideox-enhance_a_video-motion_vs_consistency"
@@ -119,10 +121,8 @@ def catalogue(tmp_path_factory):
     """A finished tiny study, then every case against its directory; returns the results and the study's record
     before and after."""
     cwd = tmp_path_factory.mktemp("bad_input")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     outputs = cwd / "outputs"
-    made = subprocess.run([sys.executable, "-m", "vboost.sweep", f"output_dir={outputs}", *TINY, "study.n_trials=2"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    made = run_sweep([f"output_dir={outputs}", *TINY, "study.n_trials=2"], cwd)
     assert made.returncode == 0, made.stderr
     before = trial_record(outputs / STUDY)
     (outputs / "damaged").mkdir()

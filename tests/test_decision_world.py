@@ -1,6 +1,6 @@
-"""The recommendation in a synthetic world with a known truth (``tests/synthetic_world``), through the real CLI and
-vboost's public extension points only: ``imports=`` registers the world's backbone and method, ``hydra.searchpath``
-adds their configs.
+"""The recommendation in a synthetic world with a known truth (``tests/synthetic_world``), through the real CLI (run in
+this process, ``in_process.py``) and vboost's public extension points only: ``imports=`` registers the world's backbone
+and method, ``hydra.searchpath`` adds their configs.
 
 The expected effects are recomputed here from the world's own formulas (its truth), not from vboost's code.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORLD = Path(__file__).resolve().parent / "synthetic_world"
 sys.path.insert(0, str(WORLD))
 import synthetic_world  # noqa: E402  -- the world's truth, for the independent expectations
+from in_process import run_sweep  # noqa: E402
 
 RECORD = "exact/temporal_flickering"
 PROMPTS = yaml.safe_load((WORLD / "conf" / "prompts" / "synthetic.yaml").read_text())
@@ -31,14 +31,13 @@ PIXELS = 16 * 16 * 3  # conf/backbone/synthetic.yaml
 
 
 def sweep(cwd: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(WORLD), os.environ.get("PYTHONPATH", "")])}
-    cmd = [
-        sys.executable, "-m", "vboost.sweep", *(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}",
+    args = [
+        *(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}",
         f"hydra.searchpath=[file://{WORLD / 'conf'}]", "imports=[synthetic_world]", "backbone=synthetic",
         "method=synthetic_knob", "objective=synthetic_flicker", "prompts=synthetic", "save_videos=false",
         "logger=none", "study.heartbeat_interval=null", *overrides,
     ]
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    result = run_sweep(args, cwd, pythonpath=[WORLD])
     assert result.returncode == 0, result.stderr
     return result
 

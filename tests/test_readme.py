@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
+
+from in_process import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["backbone.steps=2", "backbone.num_frames=9", "backbone.height=32", "backbone.width=32",
@@ -31,10 +30,10 @@ def test_the_extension_example_registers_a_method_and_its_config(tmp_path):
     (tmp_path / "my_conf" / "method").mkdir(parents=True)
     (tmp_path / "my_conf" / "method" / "latent_gain.yaml").write_text(code_block_after(readme, "# my_conf/method/latent_gain.yaml"))
     command = next(line for line in readme.splitlines() if line.startswith("PYTHONPATH=. python -m vboost.sweep imports=[my_methods]"))
-    args = shlex.split(command.replace("$PWD", str(tmp_path)))[1:]  # without the PYTHONPATH= assignment
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
-    result = subprocess.run([sys.executable if a == "python" else a for a in args] + [f"output_dir={tmp_path / 'out'}", *SMALL],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    args = shlex.split(command.replace("$PWD", str(tmp_path)))
+    assert args[:4] == ["PYTHONPATH=.", "python", "-m", "vboost.sweep"], args
+    # Run in this process (in_process.py), with "." (the example's directory) importable as PYTHONPATH=. makes it.
+    result = run_sweep([*args[4:], f"output_dir={tmp_path / 'out'}", *SMALL], tmp_path, pythonpath=[tmp_path])
     assert result.returncode == 0, result.stderr
     [db] = (tmp_path / "out").glob("*/study.db")
     study = optuna.load_study(study_name=db.parent.name, storage=f"sqlite:///{db}")

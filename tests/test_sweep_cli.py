@@ -1,5 +1,7 @@
-"""End-to-end: the real ``python -m vboost.sweep`` on tiny backbones, in temporary directories."""
+"""End-to-end: the real ``python -m vboost.sweep`` on tiny backbones, in temporary directories (in this process, see
+``in_process.py``; Ctrl-C in a process of its own)."""
 
+import gc
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from in_process import run_sweep
 from vboost.methods.preset import Preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,9 +33,8 @@ LATENT_FRAMES = (9 - 1) // 4 + 1  # 9 frames, CogVideoX's 4x temporal VAE
 
 
 def sweep(cwd: Path, *overrides: str, multirun: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "vboost.sweep", *(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}", *TINY, *overrides]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    args = [*(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}", *TINY, *overrides]
+    return run_sweep(args, cwd, env=env, pythonpath=[cwd])
 
 
 def load(cwd: Path, name: str = STUDY) -> optuna.Study:
@@ -230,12 +232,12 @@ def test_out_of_memory_is_recorded_its_memory_freed_and_the_next_trial_runs(tmp_
         METHODS[HungryEnhanceAVideo.name] = HungryEnhanceAVideo
     """))
     report = tmp_path / "report.txt"
-    os.environ["HUNGRY_REPORT"] = str(report)
     try:
         result = sweep(tmp_path, "imports=[oom_method]", "method.name=hungry_enhance_a_video",
-                       "+method.paper_defaults.cogvideox.oom=true", "study.n_trials=3", "validation.top_k=0")
+                       "+method.paper_defaults.cogvideox.oom=true", "study.n_trials=3", "validation.top_k=0",
+                       env={"HUNGRY_REPORT": str(report)})
     finally:
-        del os.environ["HUNGRY_REPORT"]
+        gc.enable()  # the method's module turned automatic collection off in this process
     assert result.returncode == 0, result.stderr
     trials = load(tmp_path).get_trials()
     assert [t.state for t in trials[:2]] == [TrialState.COMPLETE, TrialState.FAIL]
@@ -297,17 +299,14 @@ def test_real_checkpoint_config_loads_weights_from_a_local_directory(tmp_path):
     from vboost.backbones import CogVideoXBackbone
 
     import objectives
-    import torch
 
     from vboost.backbones import GenerationDefaults
 
     weights = tmp_path / "CogVideoX-2b"
     CogVideoXBackbone.tiny().save_pretrained(weights)
-    # One CPU thread in the sweep, as in this process: CPU kernels split their sums by thread.
     result = sweep(
         tmp_path, "backbone=cogvideox_2b", f"backbone.weights={weights}", "backbone.dtype=float32",
         "backbone.num_frames=9", "backbone.height=32", "backbone.width=32", "study.n_trials=2", "validation.top_k=0",
-        env={"OMP_NUM_THREADS": str(torch.get_num_threads())},
     )
     assert result.returncode == 0, result.stderr
     study = load(tmp_path, "cogvideox_2b-enhance_a_video-motion_vs_consistency")

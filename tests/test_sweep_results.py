@@ -21,6 +21,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from in_process import run_sweep
 from test_wandb_logger import config_of, exit_code_of, inspect_runs, summary_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,13 +37,17 @@ TARGETS = ["proxy/dynamic_degree_magnitude", "proxy/subject_consistency"]
 TINY_COGVIDEOX = yaml.safe_load((REPO / "conf" / "backbone" / "tiny_cogvideox.yaml").read_text())
 
 
-def sweep(cwd: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
-    """The real CLI in ``cwd``, with W&B's own directories there too and no API key."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+def sweep(cwd: Path, *overrides: str, multirun: bool = False, own_process: bool = False) -> subprocess.CompletedProcess:
+    """The real CLI in ``cwd`` (in this process unless ``own_process``), with W&B's own directories there too and no
+    API key."""
+    env = {var: str(cwd / var.lower()) for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR")}
+    args = [*(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}", *TINY, *overrides]
+    if not own_process:
+        return run_sweep(args, cwd, env={**env, "WANDB_API_KEY": None})
+    env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop("WANDB_API_KEY", None)
-    env.update({var: str(cwd / var.lower()) for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR")})
-    cmd = [sys.executable, "-m", "vboost.sweep", *(["-m"] if multirun else []), f"output_dir={cwd / 'outputs'}", *TINY, *overrides]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run([sys.executable, "-m", "vboost.sweep", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=240)
 
 
 def load(cwd: Path) -> optuna.Study:
@@ -233,10 +238,12 @@ def test_a_storage_password_is_in_no_output_file_and_no_printed_line(tmp_path, p
     try:
         runs = [
             # Trials, W&B runs, export and report; then a multirun job resuming the same (full) study; then a
-            # config that does not match the stored study (its error names the storage).
-            sweep(tmp_path, *common, "logger=wandb", "study.n_trials=2", "prompts.seeds=[0]"),
-            sweep(tmp_path, *common, "study.n_trials=1", "prompts.seeds=[0]", "backbone=tiny_cogvideox", multirun=True),
-            sweep(tmp_path, *common, "objective=motion_within_consistency"),
+            # config that does not match the stored study (its error names the storage). Each in a process of its
+            # own, so that every line it prints, its children's too, is read here.
+            sweep(tmp_path, *common, "logger=wandb", "study.n_trials=2", "prompts.seeds=[0]", own_process=True),
+            sweep(tmp_path, *common, "study.n_trials=1", "prompts.seeds=[0]", "backbone=tiny_cogvideox", multirun=True,
+                  own_process=True),
+            sweep(tmp_path, *common, "objective=motion_within_consistency", own_process=True),
         ]
         assert [r.returncode for r in runs[:2]] == [0, 0], runs[0].stderr + runs[1].stderr
         assert runs[2].returncode != 0 and "postgres:***@127.0.0.1" in runs[2].stderr
