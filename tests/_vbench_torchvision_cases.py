@@ -112,7 +112,7 @@ def sweep_with_a_vbench_motion_objective(root: Path) -> None:
     out = root / "outputs"
     sys.argv = ["vboost.sweep", f"output_dir={out}", "backbone=tiny_cogvideox", "method=enhance_a_video",
                 "objective=motion_within_consistency", "objective.backend=vbench", f"objective.weights_dir={root}",
-                "backbone.steps=2", "backbone.num_frames=9", "backbone.height=128", "backbone.width=128",
+                "backbone.steps=2", "backbone.num_frames=5", "backbone.height=128", "backbone.width=128",
                 "prompts.prompts=[a cat walks on the beach]", "prompts.seeds=[0]", "study.n_trials=2",
                 "validation.prompts=[a dog runs on the beach]", "validation.seeds=[1]", "validation.top_k=1", "logger=none",
                 "save_videos=false", "study.name=vbench", "study.heartbeat_interval=null"]

@@ -11,6 +11,16 @@ import torch
 # The tests run tiny models: one intra-op thread avoids oversubscription, which makes tiny ops tens of times slower.
 torch.set_num_threads(1)
 
+# The files whose tests take longest (workers in processes of their own, VBench's networks) start first, so that the
+# test workers (pytest-xdist, one file each at a time) end together rather than one waiting on the last long file.
+LONGEST_FIRST = ("test_distributed.py", "test_objectives_vbench_torchvision.py", "test_sweep_results.py",
+                 "test_bad_input.py", "test_decision_world.py", "test_sweep_cli.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture
 def postgres() -> str:
