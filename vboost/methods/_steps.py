@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -76,23 +78,19 @@ def shared_tracker(pipe: Any) -> tuple[StepTracker, Callable[[], None]]:
 
 def _wrap(scheduler: Any, tracker: StepTracker) -> Callable[[], None]:
     """Wrap ``scheduler``'s ``set_timesteps`` and ``step`` to drive ``tracker``; returns the callable that unwraps."""
-    set_timesteps, step = scheduler.set_timesteps, scheduler.step
 
-    # functools.wraps keeps the signatures: pipelines inspect set_timesteps for "sigmas"/"timesteps".
-    @functools.wraps(set_timesteps)
-    def tracked_set_timesteps(*args: Any, **kwargs: Any) -> Any:
-        out = set_timesteps(*args, **kwargs)
+    def started() -> None:
         tracker.num_steps, tracker.step_index = len(scheduler.timesteps), 0
-        return out
 
-    @functools.wraps(step)
-    def tracked_step(*args: Any, **kwargs: Any) -> Any:
-        out = step(*args, **kwargs)
+    def stepped() -> None:
         if tracker.step_index is not None:
             tracker.step_index += 1
-        return out
 
-    scheduler.set_timesteps, scheduler.step = tracked_set_timesteps, tracked_step
+    for name, after in (("set_timesteps", started), ("step", stepped)):
+        # Bound to the scheduler, so a deep copy of it gets methods bound to the copy (LTX-2's pipeline copies its
+        # scheduler to step the audio latents), which run the class's own method and leave the tracker alone.
+        method = _tracked(scheduler, name, getattr(scheduler, name), after)
+        setattr(scheduler, name, types.MethodType(method, scheduler))
 
     def untrack() -> None:
         # Instance attributes shadow the class methods; deleting them restores the originals.
@@ -101,3 +99,22 @@ def _wrap(scheduler: Any, tracker: StepTracker) -> Callable[[], None]:
         tracker.step_index = tracker.num_steps = None
 
     return untrack
+
+
+def _tracked(scheduler: Any, name: str, original: Callable[..., Any], after: Callable[[], None]) -> Callable[..., Any]:
+    """The method ``name`` of ``scheduler``: ``original`` (what ``scheduler.<name>`` was), then ``after``; on a copy of
+    the scheduler, the class's own method."""
+
+    @functools.wraps(original)
+    def tracked(owner: Any, *args: Any, **kwargs: Any) -> Any:
+        if owner is not scheduler:
+            return getattr(type(owner), name)(owner, *args, **kwargs)
+        out = original(*args, **kwargs)
+        after()
+        return out
+
+    # Pipelines inspect set_timesteps for "sigmas"/"timesteps": once bound, it shows the original's parameters.
+    signature = inspect.signature(original)
+    owner = inspect.Parameter("owner", inspect.Parameter.POSITIONAL_ONLY)
+    tracked.__signature__ = signature.replace(parameters=[owner, *signature.parameters.values()])
+    return tracked
