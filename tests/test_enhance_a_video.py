@@ -13,17 +13,19 @@ import re
 
 import pytest
 import torch
-from diffusers import CogVideoXTransformer3DModel
+from diffusers import CogVideoXTransformer3DModel, LTX2VideoTransformer3DModel
 from torch.overrides import TorchFunctionMode
 
 from vboost.backbones.cogvideox import CogVideoXBackbone
 from vboost.backbones.hunyuan_video import HunyuanVideoBackbone
+from vboost.backbones.ltx2_modular import LTX2ModularBackbone
 from vboost.backbones.ltx_video import LTXVideoBackbone
 from vboost.backbones.opensora import OpenSoraBackbone
 from vboost.backbones.wan import WanBackbone
 from vboost.methods.base import MethodHandle, UnsupportedModelError
 from vboost.methods.enhance_a_video import EnhanceAVideo
 from vboost.methods.enhance_a_video._processor import FetaProcessor, FetaState
+from vboost.ops import feta_score
 
 PROMPT = "a cat runs on the beach"
 SITES = {
@@ -31,15 +33,17 @@ SITES = {
     "hunyuan_video": r"(single_)?transformer_blocks\.\d+\.attn",
     "wan": r"blocks\.\d+\.attn1",
     "ltx_video": r"transformer_blocks\.\d+\.attn1",
+    "ltx2_modular": r"transformer_blocks\.\d+\.attn1",  # the video self-attention; audio_attn1 is the audio's
     "opensora": r"temporal_blocks\.\d+\.attn",
 }
 BACKBONES = {
     cls.family: cls
-    for cls in (CogVideoXBackbone, HunyuanVideoBackbone, WanBackbone, LTXVideoBackbone, OpenSoraBackbone)
+    for cls in (CogVideoXBackbone, HunyuanVideoBackbone, WanBackbone, LTXVideoBackbone, OpenSoraBackbone,
+                LTX2ModularBackbone)
 }
-# The tiny models' frame counts: 9 frames give 3 latent frames (4x temporal VAEs), 2 for LTX-Video (8x);
+# The tiny models' frame counts: 9 frames give 3 latent frames (4x temporal VAEs), 2 for LTX-Video and LTX-2 (8x);
 # Open-Sora's tiny model makes 17 frames, one VAE run of 5 latent frames.
-LATENT_FRAMES = {"cogvideox": 3, "hunyuan_video": 3, "wan": 3, "ltx_video": 2, "opensora": 5}
+LATENT_FRAMES = {"cogvideox": 3, "hunyuan_video": 3, "wan": 3, "ltx_video": 2, "opensora": 5, "ltx2_modular": 2}
 
 
 class SDPACapture(TorchFunctionMode):
@@ -145,6 +149,42 @@ def test_output_is_original_times_reference_score(backbones, family):
     if family != "opensora":  # its temporal attention gets one patch position per row: nothing to regroup
         # The reference would have failed a spatial-first grouping: it gives different scores.
         assert max(gaps) > 1e-3
+
+
+def test_ltx2_split_rotary_and_gated_attention():
+    # The rotary layout and per-head gates the tiny LTX-2 lacks (LTX2AudioVideoAttnProcessor's other branches), on the
+    # bare transformer: 3 latent frames of 2 x 3 tokens, 4 audio tokens, 5 text tokens.
+    torch.manual_seed(0)
+    config = {**LTX2ModularBackbone.spec.tiny_denoiser, "rope_type": "split", "gated_attn": True}
+    transformer = LTX2VideoTransformer3DModel(**config).eval()
+    frames, height, width = 3, 2, 3
+    inputs = dict(
+        hidden_states=torch.randn(1, frames * height * width, config["in_channels"]),
+        audio_hidden_states=torch.randn(1, 4, config["audio_in_channels"]),
+        encoder_hidden_states=torch.randn(1, 5, config["caption_channels"]),
+        audio_encoder_hidden_states=torch.randn(1, 5, config["caption_channels"]),
+        timestep=torch.tensor([500.0]), num_frames=frames, height=height, width=width, audio_num_frames=4,
+        return_dict=False,
+    )
+    calls, hooks = _capture_site_calls(transformer, "ltx2_modular")
+    with torch.no_grad(), EnhanceAVideo(weight=2.0).attached(transformer) as handle:
+        boosted = transformer(**inputs)[0]
+    for hook in hooks:
+        hook.remove()
+    assert len(calls) == len(handle.records) == config["num_layers"]
+    with torch.no_grad():
+        for (name, module, args, kwargs, output), record in zip(calls, handle.records):
+            with SDPACapture() as capture:
+                plain = module(*args, **kwargs)
+            query, key = capture.calls[-1]  # [B, N, T*S, d] as the kernel got them
+            positions = height * width
+            regroup = [[t * positions + s for t in range(frames)] for s in range(positions)]  # frame-major
+            expected = feta_score(torch.stack([query[0, :, i] for i in regroup]),
+                                  torch.stack([key[0, :, i] for i in regroup]), 2.0)
+            assert record["layer"] == name and record["num_frames"] == frames
+            assert record["score"] == pytest.approx(float(expected), rel=1e-6)
+            torch.testing.assert_close(output, plain * expected, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(boosted, transformer(**inputs)[0])
 
 
 def test_cogvideox15_temporal_patch_divides_frames(backbones):

@@ -200,7 +200,8 @@ def test_docs_tables_match_the_recorded_nodes():
 
 # A typical clip length per family; latent frames from the backbone's own geometry (no temporal patch).
 FRAMES = {"cogvideox": 49, "hunyuan_video": 129, "wan": 81, "ltx_video": 97, "animatediff": 16, "animatediff_sparsectrl": 16,
-          "opensora": 51, "videocrafter2": 16, "wan_modular": 81, "wan22_modular": 81, "ltx_modular": 97}
+          "opensora": 51, "videocrafter2": 16, "wan_modular": 81, "wan22_modular": 81, "ltx_modular": 97,
+          "hunyuan_video15_modular": 121, "ltx2_modular": 121}
 KNOBS = {
     "enhance_a_video": {"weight": 4.0},
     "bytheway": {"alpha": 0.6, "beta": 1.5, "tau": 7},

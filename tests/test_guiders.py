@@ -5,9 +5,11 @@ restores the pipeline bit for bit."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
+import diffusers
 import pytest
 import torch
 
@@ -23,9 +25,11 @@ from vboost.methods.guiders import BLOCK_STACKS, SKIPS
 from vboost.methods.preset import Preset
 
 PROMPT = "a red car in the city at night"
-FAMILIES = ["wan_modular", "ltx_modular"]
-# Where each denoiser keeps a block's feed-forward (what skip="feed_forward" bypasses).
-FEED_FORWARD = {"WanTransformer3DModel": "ffn", "LTXVideoTransformer3DModel": "ff"}
+FAMILIES = ["wan_modular", "ltx_modular", "hunyuan_video15_modular"]
+# Where each denoiser keeps a block's feed-forwards (what skip="feed_forward" bypasses: HunyuanVideo 1.5's text stream
+# has one of its own).
+FEED_FORWARD = {"WanTransformer3DModel": ("ffn",), "LTXVideoTransformer3DModel": ("ff",),
+                "HunyuanVideo15Transformer3DModel": ("ff", "ff_context")}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -79,17 +83,24 @@ def rerun_skipping(backbone, call, layer: int, skip: str) -> torch.Tensor:
     denoiser = backbone.pipe.transformer
     name = type(denoiser).__name__
     block = denoiser.get_submodule(BLOCK_STACKS[name].fqn)[layer]
-    bypassed = block if skip == "block" else getattr(block, FEED_FORWARD[name])
+    bypassed = [block] if skip == "block" else [getattr(block, ff) for ff in FEED_FORWARD[name]]
 
     def identity(module, args, kwargs, output):
         return kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
 
-    hook = bypassed.register_forward_hook(identity, with_kwargs=True)
+    hooks = [module.register_forward_hook(identity, with_kwargs=True) for module in bypassed]
     try:
         with torch.no_grad():
             return denoiser(*call["args"], **call["kwargs"])[0]
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
+
+
+def first_skip(backbone) -> str:
+    """The first skip kind diffusers' hooks can apply to the backbone's blocks (``block`` where whole blocks can be
+    skipped)."""
+    return BLOCK_STACKS[type(backbone.denoiser).__name__].skips[0]
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
@@ -98,6 +109,12 @@ def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("skip", ["block", "feed_forward"])
 def test_skip_layer_guidance_is_u_plus_g_shift_plus_s_skip_shift(backbone, skip):
+    if skip not in BLOCK_STACKS[type(backbone.denoiser).__name__].skips:
+        # What diffusers cannot skip in this model's blocks is refused on attach (the error's own test is
+        # test_bad_knobs_fail_on_attach_before_generation); the stack table's test checks diffusers refuses it too.
+        with pytest.raises(ValueError, match=f"skip={skip!r}"):
+            SkipLayerGuidance(layers=1, skip=skip).attach(backbone.pipe)
+        return
     steps, g, s = backbone.defaults.steps, backbone.defaults.guidance, 1.7
     method = SkipLayerGuidance(layers=1, skip=skip, skip_layer_guidance_scale=s,
                                skip_layer_guidance_start=0.0, skip_layer_guidance_stop=1.0)
@@ -165,6 +182,8 @@ def test_adaptive_projected_guidance_caps_and_projects(backbone):
     ClassifierFreeZeroStarGuidance(zero_init_steps=2), AdaptiveProjectedGuidance(guidance_scale=8.0, eta=0.0),
 ], ids=lambda m: m.name)
 def test_detach_restores_bit_identical_output(backbone, method):
+    if isinstance(method, SkipLayerGuidance):
+        method = dataclasses.replace(method, skip=first_skip(backbone))
     plain = backbone.generate(PROMPT, 3).frames
     guider = backbone.pipe.guider
     with method.attached(backbone.pipe):
@@ -176,11 +195,11 @@ def test_detach_restores_bit_identical_output(backbone, method):
 
 
 def test_guidance_scale_none_keeps_the_backbones(backbone):
-    with SkipLayerGuidance(layers=0).attached(backbone.pipe):
+    with SkipLayerGuidance(layers=0, skip=first_skip(backbone)).attached(backbone.pipe):
         assert backbone.pipe.guider.guidance_scale == backbone.defaults.guidance
         with pytest.raises(ValueError, match="attached guider method sets the guidance"):
             backbone.generate(PROMPT, 0, guidance=backbone.defaults.guidance + 1)
-    with SkipLayerGuidance(layers=0, guidance_scale=2.5).attached(backbone.pipe):
+    with SkipLayerGuidance(layers=0, skip=first_skip(backbone), guidance_scale=2.5).attached(backbone.pipe):
         assert backbone.pipe.guider.guidance_scale == 2.5
         assert backbone.pipe.guider.skip_layer_config[0].fqn == BLOCK_STACKS[type(backbone.denoiser).__name__].fqn
 
@@ -209,12 +228,30 @@ def test_non_modular_backbones_are_refused_with_the_reason():
     assert "step" not in vars(plain.pipe.scheduler)  # the failed attach left the scheduler alone
 
 
+def test_ltx2_keeps_its_own_guider_and_says_why():
+    spec = backbone_spec("ltx2_modular")
+    guiders = (ClassifierFreeGuidance, ClassifierFreeZeroStarGuidance, AdaptiveProjectedGuidance, SkipLayerGuidance)
+    for method in guiders:
+        with pytest.raises(UnsupportedModelError, match="runs LTX2Guidance only"):
+            method.check_backbone(spec)
+    backbone = get_backbone_class("ltx2_modular").tiny(seed=0)
+    guider = backbone.pipe.guider
+    with pytest.raises(UnsupportedModelError, match="cannot guide LTX2VideoTransformer3DModel"):
+        ClassifierFreeGuidance(guidance_scale=3.0).attach(backbone.pipe)
+    assert backbone.pipe.guider is guider and "step" not in vars(backbone.pipe.scheduler)
+    # What the refusal spares: diffusers' generic guider set by hand fails in LTX-2's denoise step.
+    backbone.pipe.update_components(guider=diffusers.ClassifierFreeGuidance(guidance_scale=3.0))
+    with pytest.raises(AttributeError, match="spatio_temporal_guidance_blocks"):
+        backbone.generate(PROMPT, 0, steps=1)
+
+
 def test_bad_knobs_fail_on_attach_before_generation(backbone):
     guider = backbone.pipe.guider
     with pytest.raises(ValueError, match="index 5 is beyond the denoiser's 2 blocks"):
-        SkipLayerGuidance(layers=5).attach(backbone.pipe)
-    with pytest.raises(ValueError, match="skip='attention'"):
-        SkipLayerGuidance(layers=0, skip="attention").attach(backbone.pipe)
+        SkipLayerGuidance(layers=5, skip=first_skip(backbone)).attach(backbone.pipe)
+    for skip in sorted(set(SKIPS) - set(BLOCK_STACKS[type(backbone.denoiser).__name__].skips)):
+        with pytest.raises(ValueError, match=f"skip={skip!r}"):
+            SkipLayerGuidance(layers=0, skip=skip).attach(backbone.pipe)
     assert backbone.pipe.guider is guider
     for kwargs, knob in [({"zero_init_steps": -1}, "zero_init_steps"), ({"stop": 1.5}, "stop"),
                          ({"guidance_scale": float("nan")}, "guidance_scale")]:
@@ -228,7 +265,8 @@ def test_block_stack_table_is_what_diffusers_hooks_can_do(denoiser_class, skip):
     from diffusers import LayerSkipConfig
     from diffusers.hooks.layer_skip import _apply_layer_skip_hook
 
-    family = {"WanTransformer3DModel": "wan_modular", "LTXVideoTransformer3DModel": "ltx_modular"}[denoiser_class]
+    family = {"WanTransformer3DModel": "wan_modular", "LTXVideoTransformer3DModel": "ltx_modular",
+              "HunyuanVideo15Transformer3DModel": "hunyuan_video15_modular"}[denoiser_class]
     backbone = get_backbone_class(family).tiny(seed=0)
     config = LayerSkipConfig(indices=[0], fqn=BLOCK_STACKS[denoiser_class].fqn, **SKIPS[skip])
     with Recorder(backbone) as recorder:

@@ -78,6 +78,7 @@ def test_incompatible_pairs_say_why(overrides, message):
     (["backbone=tiny_wan_modular", "method=skip_layer_guidance", "method.search_space.layers=\"tag(depth, interval(0.9, 1.0))\""],
      "holds no block index"),
     (["backbone=tiny_wan_modular", "method=skip_layer_guidance", "method.params.skip=attention"], "skip='attention'"),
+    (["backbone=tiny_hunyuan_video15_modular", "method=skip_layer_guidance"], "skip='block'.*they can skip: feed_forward"),
 ])
 def test_bad_method_configs_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=message) as info:

@@ -2,10 +2,11 @@
 and generation through the pipeline's own blocks.
 
 A modular pipeline's classifier-free guidance is its ``guider`` component, not a call argument: the backbone's
-``guidance`` is the scale of a ``ClassifierFreeGuidance`` guider it installs (the base guider), which a guider method
-replaces while attached. The prompt is encoded once by the pipeline's own text encoder (prompt and the empty negative
-prompt, as its text block does) and the blocks after the text encoder run with those embeddings, so a clip is what
-``pipe(prompt=...)`` generates, without encoding the prompt again for every clip.
+``guidance`` is the scale of a ``ClassifierFreeGuidance`` guider it installs (the base guider; a pipeline whose
+denoise step needs a guider class of its own gets that one, see :meth:`ModularBackbone.base_guider`), which a guider
+method replaces while attached. The prompt is encoded once by the pipeline's own text encoder (prompt and the empty
+negative prompt, as its text block does) and the blocks after the text encoder run with those embeddings, so a clip is
+what ``pipe(prompt=...)`` generates, without encoding the prompt again for every clip.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ModularBackbone(Backbone):
 
     # The guider components and the scale each gets from the defaults (Wan 2.2's guider_2 has a scale of its own).
     guider_components: ClassVar[tuple[str, ...]] = ("guider",)
+    # Components the pipeline declares but this backbone's text-to-video clips never use (a checkpoint may lack them).
+    optional_components: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, pipe: Any, defaults: GenerationDefaults) -> None:
         self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
@@ -53,9 +56,14 @@ class ModularBackbone(Backbone):
         self._install_base_guiders(defaults.guidance)
 
     def _install_base_guiders(self, guidance: float) -> None:
-        self._base_guiders = {name: ClassifierFreeGuidance(guidance_scale=self.base_guidance(name, guidance))
+        self._base_guiders = {name: self.base_guider(name, self.base_guidance(name, guidance))
                               for name in self.guider_components}
         self.pipe.update_components(**self._base_guiders)
+
+    def base_guider(self, guider: str, scale: float) -> Any:
+        """The guider installed as the component ``guider`` for the untouched model at ``scale``: diffusers'
+        ``ClassifierFreeGuidance``."""
+        return ClassifierFreeGuidance(guidance_scale=scale)
 
     @classmethod
     def base_guidance(cls, guider: str, guidance: float) -> float:
@@ -84,13 +92,21 @@ class ModularBackbone(Backbone):
                 "(expected a local diffusers pipeline)"
             )
         # The class's own constructor: ModularPipeline.from_pretrained maps a standard Wan directory to no blocks.
-        pipe = cls.pipeline_class(pretrained_model_name_or_path=str(path), local_files_only=True)
+        pipe = cls.new_pipeline(pretrained_model_name_or_path=str(path), local_files_only=True)
         pipe.load_components(torch_dtype=torch_dtype, local_files_only=True, **load_kwargs)
-        missing = [name for name in pipe.pretrained_component_names if getattr(pipe, name, None) is None]
+        missing = [name for name in pipe.pretrained_component_names
+                   if name not in cls.optional_components and getattr(pipe, name, None) is None]
         if missing:
             raise FileNotFoundError(f"{str(path)!r}: could not load the components {missing} of {cls.pipeline_class.__name__}")
         pipe.to(device)
         return cls(pipe, defaults)
+
+    @classmethod
+    def new_pipeline(cls, **kwargs: Any) -> Any:
+        """A ``pipeline_class`` pipeline with the blocks this backbone runs (the class's default blocks unless a
+        subclass says otherwise), its ``from_pretrained`` components not yet loaded; ``kwargs`` go to its
+        constructor."""
+        return cls.pipeline_class(**kwargs)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         self.pipe.save_pretrained(str(path), overwrite_modular_index=True)

@@ -233,5 +233,31 @@ SPECS.update({
         _modular("wan_modular", "vboost.backbones.wan_modular:WanModularBackbone", "wan"),
         _modular("wan22_modular", "vboost.backbones.wan_modular:Wan22ModularBackbone", "wan", experts=("transformer_2",)),
         _modular("ltx_modular", "vboost.backbones.ltx_modular:LTXModularBackbone", "ltx_video"),
+        # LTX-2 (video with audio) runs on the modular pipeline only. Its video VAE compresses 32x in space and 8x in
+        # time (causal), as LTX-Video's; the transformer's patch is 1 x 1 and its RoPE positions are fractions of the
+        # checkpoint's base size (no limit). The audio latents' length follows the clip's duration.
+        BackboneSpec(
+            "ltx2_modular", "vboost.backbones.ltx2_modular:LTX2ModularBackbone", "LTX2VideoTransformer3DModel",
+            rule=causal_video(8, spatial_compression=32, patch=patch_from("patch_size_t", "patch_size")),
+            tiny_denoiser=dict(
+                in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+                audio_in_channels=8, audio_out_channels=8, audio_num_attention_heads=2, audio_attention_head_dim=4,
+                audio_cross_attention_dim=8, num_layers=2, caption_channels=16,
+            ),
+            modular=True, vae_tiling=True, attention_dispatch=True, repeated_blocks=("LTX2VideoTransformerBlock",),
+        ),
+        # HunyuanVideo 1.5 runs on the modular pipeline only (no plain family here). Its VAE compresses 16x in space
+        # and 4x in time (causal); the transformer's patch is 1 x 1 x 1 and its RoPE is computed per clip (no limit).
+        BackboneSpec(
+            "hunyuan_video15_modular", "vboost.backbones.hunyuan_video15_modular:HunyuanVideo15ModularBackbone",
+            "HunyuanVideo15Transformer3DModel",
+            rule=causal_video(4, spatial_compression=16, patch=patch_from("patch_size_t", "patch_size")),
+            tiny_denoiser=dict(
+                in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
+                num_refiner_layers=1, mlp_ratio=2.0, text_embed_dim=16, text_embed_2_dim=16, image_embed_dim=8,
+                rope_axes_dim=(2, 2, 4),
+            ),
+            modular=True, vae_tiling=True, attention_dispatch=True, repeated_blocks=("HunyuanVideo15TransformerBlock",),
+        ),
     )
 })

@@ -41,6 +41,9 @@ class BlockStack:
 BLOCK_STACKS: dict[str, BlockStack] = {
     "WanTransformer3DModel": BlockStack("blocks", ("block", "feed_forward")),
     "LTXVideoTransformer3DModel": BlockStack("transformer_blocks", ("block", "feed_forward")),
+    # Neither HunyuanVideo 1.5's block nor its attention processor is registered: only the feed-forwards of both of a
+    # block's streams (video and text) can be skipped.
+    "HunyuanVideo15Transformer3DModel": BlockStack("transformer_blocks", ("feed_forward",)),
 }
 
 # What a skip kind skips, as LayerSkipConfig flags: the whole block (STG-R, the block passes its input through), its
@@ -50,6 +53,16 @@ SKIPS: dict[str, dict[str, bool]] = {
     "attention": {"skip_attention": True, "skip_attention_scores": False, "skip_ff": False},
     "attention_scores": {"skip_attention": False, "skip_attention_scores": True, "skip_ff": False},
     "feed_forward": {"skip_attention": False, "skip_attention_scores": False, "skip_ff": True},
+}
+
+# Denoisers whose modular pipeline's denoise step needs a guider class of its own, and why diffusers' generic guiders
+# cannot stand in for it there (docs/modular-pipelines.md).
+OWN_GUIDERS: dict[str, str] = {
+    "LTX2VideoTransformer3DModel": (
+        "LTX2ModularPipeline's denoise step runs LTX2Guidance only: it reads the guider's "
+        "spatio_temporal_guidance_blocks and active_predictions(), which the generic guiders lack, and guides video and "
+        "audio with two guiders in x0 space"
+    ),
 }
 
 
@@ -77,6 +90,14 @@ class GuiderMethod(Method):
             raise UnsupportedModelError(
                 f"{cls.__name__} sets the guider of a diffusers modular pipeline; backbone {spec.family!r} is not one"
             )
+
+    @classmethod
+    def check_supports(cls, denoiser_class_name: str) -> None:
+        """Raise :class:`UnsupportedModelError` saying why, unless this guider can guide that denoiser's pipeline."""
+        reason = OWN_GUIDERS.get(denoiser_class_name)
+        if reason is not None:
+            raise UnsupportedModelError(f"{cls.__name__} cannot guide {denoiser_class_name}: {reason}")
+        super().check_supports(denoiser_class_name)
 
     def _check_guidance(self) -> None:
         """Raise ``ValueError`` naming the knob unless ``guidance_scale`` (``None`` or a number), ``guidance_rescale``
@@ -392,6 +413,7 @@ GUIDERS: tuple[type[GuiderMethod], ...] = (
 
 __all__ = [
     "BLOCK_STACKS",
+    "OWN_GUIDERS",
     "SKIPS",
     "AdaptiveProjectedGuidance",
     "ClassifierFreeGuidance",

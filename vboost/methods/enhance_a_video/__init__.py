@@ -1,5 +1,6 @@
-"""Enhance-A-Video (FETA) for video DiTs: CogVideoX, HunyuanVideo, Wan2.1, LTX-Video (full 3-D attention) and
-Open-Sora v1.2 (the temporal attention of its spatial-temporal blocks).
+"""Enhance-A-Video (FETA) for video DiTs: CogVideoX, HunyuanVideo, HunyuanVideo 1.5, Wan2.1, LTX-Video (full 3-D
+attention), LTX-2 (the video self-attention of its audio-video blocks) and Open-Sora v1.2 (the temporal attention of
+its spatial-temporal blocks).
 
 Each matched attention module gets a processor that reimplements its diffusers processor, computes the
 cross-frame intensity of the video q/k handed to the kernel and scales the video output by
@@ -31,8 +32,10 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, tuple[str, str]] = {
     "CogVideoXTransformer3DModel": ("_cogvideox", "COGVIDEOX"),
     "HunyuanVideoTransformer3DModel": ("_hunyuan_video", "HUNYUAN_VIDEO"),
+    "HunyuanVideo15Transformer3DModel": ("_hunyuan_video15", "HUNYUAN_VIDEO15"),
     "WanTransformer3DModel": ("_wan", "WAN"),
     "LTXVideoTransformer3DModel": ("_ltx_video", "LTX_VIDEO"),
+    "LTX2VideoTransformer3DModel": ("_ltx2", "LTX2"),
     "STDiT3": ("_opensora", "OPENSORA"),
 }
 

@@ -9,7 +9,7 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
 
-from vboost.methods.enhance_a_video._processor import Family, FetaProcessor, hidden_states_arg
+from vboost.methods.enhance_a_video._processor import Family, FetaProcessor, hidden_states_arg, with_text_stream
 
 
 class HunyuanVideoFetaProcessor(FetaProcessor):
@@ -58,16 +58,7 @@ class HunyuanVideoFetaProcessor(FetaProcessor):
         score = self.score(query[:, :video_len], key[:, :video_len], heads_first=False)
 
         if attn.add_q_proj is not None and encoder_hidden_states is not None:
-            encoder_query = attn.add_q_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            encoder_key = attn.add_k_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            encoder_value = attn.add_v_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            if attn.norm_added_q is not None:
-                encoder_query = attn.norm_added_q(encoder_query)
-            if attn.norm_added_k is not None:
-                encoder_key = attn.norm_added_k(encoder_key)
-            query = torch.cat([query, encoder_query], dim=1)
-            key = torch.cat([key, encoder_key], dim=1)
-            value = torch.cat([value, encoder_value], dim=1)
+            query, key, value = with_text_stream(attn, query, key, value, encoder_hidden_states)
 
         hidden_states = dispatch_attention_fn(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,

@@ -6,7 +6,7 @@ import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_ltx import LTXAttention, LTXVideoAttnProcessor, apply_rotary_emb
 
-from vboost.methods.enhance_a_video._processor import Family, FetaProcessor
+from vboost.methods.enhance_a_video._processor import Family, FetaProcessor, packed_latent_frames
 
 
 class LTXVideoFetaProcessor(FetaProcessor):
@@ -51,11 +51,7 @@ class LTXVideoFetaProcessor(FetaProcessor):
 
 
 def _latent_frames(denoiser: torch.nn.Module, args: tuple, kwargs: dict) -> int:
-    # LTX latents arrive packed ([B, L, C]); the frame count is the num_frames argument (5th positional).
-    num_frames = kwargs["num_frames"] if "num_frames" in kwargs else (args[4] if len(args) > 4 else None)
-    if num_frames is None:
-        raise ValueError("EnhanceAVideo needs LTXVideoTransformer3DModel to be called with num_frames")
-    return num_frames // denoiser.config.patch_size_t
+    return packed_latent_frames(denoiser, args, kwargs, position=4)  # num_frames: the 5th positional argument
 
 
 LTX_VIDEO = Family(

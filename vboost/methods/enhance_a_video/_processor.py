@@ -138,3 +138,27 @@ def _frame_major(x: torch.Tensor, num_frames: int, heads_first: bool) -> torch.T
 def hidden_states_arg(args: tuple, kwargs: dict) -> torch.Tensor:
     """The ``hidden_states`` argument of a denoiser forward, positional or keyword."""
     return args[0] if args else kwargs["hidden_states"]
+
+
+def packed_latent_frames(denoiser: torch.nn.Module, args: tuple, kwargs: dict, position: int) -> int:
+    """The latent frames of a denoiser whose latents arrive packed (``[B, L, C]``, as LTX-Video's and LTX-2's): its
+    ``num_frames`` argument (keyword, or positional at ``position``) over its temporal patch. Raises ``ValueError``
+    naming the denoiser when it was called without one."""
+    num_frames = kwargs["num_frames"] if "num_frames" in kwargs else (args[position] if len(args) > position else None)
+    if num_frames is None:
+        raise ValueError(f"EnhanceAVideo needs {type(denoiser).__name__} to be called with num_frames")
+    return num_frames // denoiser.config.patch_size_t
+
+
+def with_text_stream(
+    attn: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, encoder_hidden_states: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The video ``query``, ``key`` and ``value`` (``[B, L, N, d]``) with the text tokens of a dual-stream joint
+    attention appended: ``encoder_hidden_states`` through the module's added projections and norms, as HunyuanVideo's
+    and HunyuanVideo 1.5's processors make them."""
+    projected = [getattr(attn, name)(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+                 for name in ("add_q_proj", "add_k_proj", "add_v_proj")]
+    for i, norm in enumerate((attn.norm_added_q, attn.norm_added_k)):
+        if norm is not None:
+            projected[i] = norm(projected[i])
+    return tuple(torch.cat([own, text], dim=1) for own, text in zip((query, key, value), projected))
