@@ -3,6 +3,7 @@ methods, knobs checked against the clip geometry, and the export hooks (a method
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, ClassVar
 
@@ -62,6 +63,22 @@ def test_stacked_methods_share_one_tracker_and_survive_the_inner_detach():
     # The last user unwraps the scheduler: its class methods are back.
     assert "step" not in vars(pipe.scheduler) and "set_timesteps" not in vars(pipe.scheduler)
     assert outer.steps.step_index is None
+
+
+def test_a_copy_of_a_tracked_scheduler_steps_on_its_own():
+    # LTX-2's pipeline deep-copies its scheduler to step the audio latents: the copy's steps are not the video's.
+    pipe = Pipe()
+    handle = StepSpy(0.1).attach(pipe)
+    pipe.scheduler.set_timesteps(3)
+    twin = copy.deepcopy(pipe.scheduler)
+    twin.set_timesteps(5)
+    sample = torch.zeros(1, 2)
+    twin.step(sample, twin.timesteps[0], sample)
+    assert (handle.steps.step_index, handle.steps.num_steps) == (0, 3)
+    assert twin.step_index == 1 and len(twin.timesteps) == 5  # the class's own methods ran on the copy
+    pipe.scheduler.step(sample, pipe.scheduler.timesteps[0], sample)
+    assert (handle.steps.step_index, handle.steps.num_steps) == (1, 3)
+    handle.detach()
 
 
 def test_undo_runs_in_reverse_and_a_failed_attach_leaves_nothing():
